@@ -1,0 +1,1 @@
+"""The ``sgx-iot`` command line: thin commands that call one library function and render its result."""

@@ -146,3 +146,35 @@ def test_engine_matches_reference_for_random_images(
     pages = [(idx * 0x1000, flags, (seed * 4096)[:4096], ext) for idx, flags, seed, ext in raw if idx * 0x1000 < size]
     image = EnclaveImage(size, ssa, tuple(Page(*p) for p in pages))
     assert image.mrenclave() == _reference(size, ssa, pages)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.integers(0, 8),
+    st.integers(0, 300),
+    st.sampled_from([0x201, 0x203, 0x100]),
+    st.binary(min_size=1, max_size=16),
+    st.booleans(),
+)
+def test_add_pages_equals_repeated_add_page(first: int, count: int, flags: int, seed: bytes, extend: bool) -> None:
+    content = (seed * 4096)[:4096]
+    size = 1 << 21
+    batched, single = Measurement(), Measurement()
+    for m in (batched, single):
+        m.ecreate(2, size)
+    batched.add_pages(first * 4096, count, flags, content, extend=extend)
+    for i in range(count):
+        single.add_page((first + i) * 4096, flags, content, extend=extend)
+    assert batched.eadd_count == single.eadd_count == count
+    assert batched.digest() == single.digest()
+
+
+def test_add_pages_refuses_pages_outside_the_enclave() -> None:
+    m = Measurement()
+    m.ecreate(1, 0x4000)
+    with pytest.raises(FormatError) as info:
+        m.add_pages(0x2000, 3, 0x200, bytes(4096))
+    assert info.value.field == "add_pages.offset"
+    with pytest.raises(FormatError) as info:
+        m.add_pages(0, 1, 0x10000, bytes(4096))
+    assert info.value.field == "add_pages.flags"

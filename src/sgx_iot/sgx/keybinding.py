@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sgx_iot.errors import FormatError, VerificationError
+from sgx_iot.sgx.ecdsa import public_key_from_xy, public_key_to_xy
 
 REPORT_DATA_SIZE = 64
 _COORD = 32
@@ -51,11 +52,9 @@ def legacy_public_key(report_data: bytes) -> ec.EllipticCurvePublicKey:
     Raises ``FormatError`` when ``report_data`` is not 64 bytes or the coordinates are not a point of P-256.
     """
     _check_size(report_data)
-    x = report_data[:_COORD][::-1]
-    y = report_data[_COORD:][::-1]
     try:
-        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + x + y)
-    except ValueError:
+        return public_key_from_xy(_swap_halves(report_data))
+    except FormatError:
         raise FormatError("REPORTDATA", "public_key", 0, "not a P-256 point (x‖y, little-endian halves)") from None
 
 
@@ -63,8 +62,12 @@ def legacy_report_data(public_key: ec.EllipticCurvePublicKey) -> bytes:
     """The legacy REPORTDATA for ``public_key``: x ‖ y, each 32-byte half little-endian."""
     if not isinstance(public_key.curve, ec.SECP256R1):
         raise FormatError("REPORTDATA", "public_key", None, f"expected a P-256 key, got {public_key.curve.name}")
-    numbers = public_key.public_numbers()
-    return numbers.x.to_bytes(_COORD, "little") + numbers.y.to_bytes(_COORD, "little")
+    return _swap_halves(public_key_to_xy(public_key))
+
+
+def _swap_halves(xy: bytes) -> bytes:
+    """Big-endian x‖y ⇄ little-endian x‖y (reverse each 32-byte half)."""
+    return xy[:_COORD][::-1] + xy[_COORD:][::-1]
 
 
 def _check_size(report_data: bytes) -> None:

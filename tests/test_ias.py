@@ -194,9 +194,8 @@ def test_header_names_are_case_insensitive(vectors: Path) -> None:
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, cn), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Intel Corporation")]
-    )
+    organization = x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Intel Corporation")
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn), organization])
 
 
 def _cert(

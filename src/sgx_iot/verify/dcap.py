@@ -47,7 +47,7 @@ _ERROR_CODES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("TCB_REVOKED", ("tcb status is invalid: revoked",)),
     ("CERTIFICATE_REVOKED", ("certrevoked", "certificate revoked")),
     ("UNTRUSTED_ROOT", ("unknownissuer", "failed to load root ca", "root ca certificate",
-                        "root ca crl: invalidcrlsignature")),
+                        "root ca crl: invalidcrlsignature", "root ca crl: unsupportedcrlsignaturealgorithm")),
     ("COLLATERAL_NOT_YET_VALID", ("issue date is in the future",)),
     ("COLLATERAL_EXPIRED", ("tcbinfo expired", "qe identity expired", "collateral expired", "crlexpired",
                             "revocation list expired", "crl is not valid after")),

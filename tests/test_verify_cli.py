@@ -63,7 +63,7 @@ def test_ias_report_json_2021_06(g06: Path) -> None:
     assert result["enclave"]["mr_enclave"] == "4985c91b6a9cf7a4d56384d25ed9008d9be7f61fa108e4e2669247b11acc013f"
     assert result["enclave"]["mr_signer"] == "3db0e0741cfed690b4ce6499e3fb078dfb3918976747d282f6818cf387dccb8e"
     assert result["enclave"]["isv_svn"] == 1234
-    assert result["enclave"]["debug"] is True
+    assert result["enclave"]["attributes"]["debug"] is True
     assert result["public_key"]["sec1"] == (
         "04e9deb80dbcb9cb1fcec02945539769cdb54beec77bd8a75320ce1f8ec77f7ebb"
         "f7cb95343ff2b011cde00a8501729480a6cc7e17cfb10094dd04932e03d3aeb0"

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from sgx_iot.errors import FormatError, UsageError, VerificationError
 from sgx_iot.sgx.dcap_quote import DcapQuote, QuoteHeader
+from sgx_iot.sgx.detect import describe
 from sgx_iot.sgx.report import ReportBody
 
 QuoteCollateralV3 = dcap_qvl.QuoteCollateralV3
@@ -57,8 +58,8 @@ _ERROR_CODES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("QE_REPORT_DATA_MISMATCH", ("qe report hash mismatch",)),
     ("QE_REPORT_BAD_SIGNATURE", ("signature is invalid for qe_report", "qe report signature")),
     ("COLLATERAL_BAD_SIGNATURE", ("signature is invalid for tcb", "signature is invalid for qe")),
-    ("QE_IDENTITY_MISMATCH", ("qe mrsigner", "qe isvprodid", "qe attributes", "qe miscselect", "qe report validation",
-                              "qe identity")),
+    ("QE_IDENTITY_MISMATCH", ("qe mrsigner", "qe isvprodid", "qe attributes", "qe miscselect",
+                              "qe report validation")),
     ("COLLATERAL_MISMATCH", ("fmspc mismatch", "tcb info in the collateral")),
     ("TCB_LEVEL_NOT_FOUND", ("tcb level",)),
     ("CERTIFICATE_CHAIN_INVALID", ("certificate chain", "chain is too short", "invalidsignatureforpublickey",
@@ -99,7 +100,6 @@ class DcapVerification:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (bytes as hex)."""
-        body, header = self.report_body, self.header
         return {
             "status": self.status,
             "advisory_ids": list(self.advisory_ids),
@@ -108,24 +108,8 @@ class DcapVerification:
             "ppid": self.ppid.hex(),
             "root": self.root,
             "now": self.now,
-            "header": {
-                "version": header.version,
-                "att_key_type": header.att_key_type,
-                "tee_type": header.att_key_data_0,
-                "qe_svn": header.qe_svn,
-                "pce_svn": header.pce_svn,
-                "qe_vendor_id": header.qe_vendor_id.hex(),
-            },
-            "enclave": {
-                "mr_enclave": body.mr_enclave.hex(),
-                "mr_signer": body.mr_signer.hex(),
-                "isv_prod_id": body.isv_prod_id,
-                "isv_svn": body.isv_svn,
-                "attributes": {"flags": f"0x{body.attributes.flags:x}", "xfrm": f"0x{body.attributes.xfrm:x}",
-                               "names": body.attributes.flag_names(), "debug": body.attributes.debug},
-                "cpu_svn": body.cpu_svn.hex(),
-                "report_data": body.report_data.hex(),
-            },
+            "header": describe(self.header),
+            "enclave": describe(self.report_body),
         }
 
 

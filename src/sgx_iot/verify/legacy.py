@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sgx_iot.errors import FormatError, UsageError, VerificationError
+from sgx_iot.sgx.detect import describe
 from sgx_iot.sgx.keybinding import legacy_public_key
 from sgx_iot.sgx.report import ReportBody
 from sgx_iot.sgx.sdk_enclave import SdkEnclave
@@ -86,7 +87,7 @@ class LegacyVerdict:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (bytes as hex)."""
-        report, body = self.report, self.report.quote.report_body
+        report = self.report
         return {
             "ok": self.ok,
             "checks": [{"name": c.name, "outcome": c.outcome.value, "sentence": c.sentence} for c in self.checks],
@@ -99,16 +100,7 @@ class LegacyVerdict:
                 "signed_bytes": len(self.ias.signed_bytes) if self.ias else None,
                 "reencoded": self.ias.reencoded if self.ias else report.reencoded,
             },
-            "enclave": {
-                "mr_enclave": body.mr_enclave.hex(),
-                "mr_signer": body.mr_signer.hex(),
-                "isv_prod_id": body.isv_prod_id,
-                "isv_svn": body.isv_svn,
-                "attributes": {"flags": f"0x{body.attributes.flags:x}", "xfrm": f"0x{body.attributes.xfrm:x}"},
-                "debug": body.attributes.debug,
-                "cpu_svn": body.cpu_svn.hex(),
-                "report_data": body.report_data.hex(),
-            },
+            "enclave": describe(self.report.quote.report_body),
             "public_key": {"pem": self.public_key_pem, "sec1": self.public_key_sec1_hex},
         }
 

@@ -336,7 +336,10 @@ def test_wrongly_typed_field(vectors: Path, field: str, value: Any) -> None:
 
 @pytest.mark.parametrize(
     "document",
-    [b"", b"[]", b"null", b'"x"', b'{"body": 3, "headers": {}}', b'{"body": {}, "headers": [], "x": 1}', b"\xff"],
+    [
+        b"", b"[]", b"null", b'"x"', b'{"body": 3, "headers": {}}', b'{"body": {}, "headers": [], "x": 1}', b"\xff",
+        b'{"body": "\\ud800"}', b'{"body": "{\\"id\\": 1}"}', b"[" * 100000,
+    ],
 )
 def test_malformed_documents(document: bytes) -> None:
     with pytest.raises(FormatError):

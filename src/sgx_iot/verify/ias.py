@@ -89,7 +89,10 @@ class IasReport:
             raw_body = document["body"]
             stored_headers = document.get("headers")
             if isinstance(raw_body, str):  # the body kept verbatim as text: those are the signed bytes
-                signed_body = raw_body.encode()
+                try:
+                    signed_body = raw_body.encode()
+                except UnicodeEncodeError:
+                    raise FormatError(_S, "body", None, "the body text is not valid Unicode") from None
                 body = _load_json(signed_body, "body")
             elif isinstance(raw_body, dict):
                 signed_body = json.dumps(raw_body, separators=(",", ":")).encode()

@@ -119,3 +119,14 @@ def test_parse_source_raises_only_project_errors(text: str) -> None:
         parse_source(text)
     except SgxIotError:
         pass
+
+
+def test_folder_repository_records_commit_and_dirty(repo: tuple[Path, str, str]) -> None:
+    root, _, second = repo
+    with checkout(str(root)) as tree:
+        assert (tree.commit, tree.dirty) == (second, False)
+        assert tree.root == root.resolve()
+    (root / "file.txt").write_text("changed\n")
+    with checkout(str(root)) as tree:
+        assert (tree.commit, tree.dirty) == (second, True)
+        assert tree.to_dict()["dirty"] is True

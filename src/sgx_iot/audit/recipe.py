@@ -28,8 +28,8 @@ A source tree describes its enclave in one of these places (first found wins):
        file = "default.nix"
 
 3. ``pyproject.toml`` with the same table as ``[tool.sgx-iot.audit]``.
-4. None of them, but the tree holds sgx-iot's enclave program (``src/sgx_iot/enclave``): kind ``sgx-iot``, which
-   needs no build (its image is defined from the source files).
+4. None of them, but the tree holds sgx-iot's enclave program (``src/sgx_iot/enclave`` or ``sgx_iot/enclave``):
+   kind ``sgx-iot``, which needs no build (its image is defined from the source files).
 
 Builders: ``nix-build`` runs ``nix-build FILE`` (``build_kwargs.file``, default ``default.nix``); ``docker`` runs
 ``docker build --output type=local,dest=OUTPUT_DIR`` with ``build_kwargs`` ``context_path``, ``file``, ``target``,
@@ -158,7 +158,7 @@ def load_recipe(root: Path) -> Recipe:
         table = _load_toml(path).get("tool", {}).get("sgx-iot", {}).get("audit")
         if table is not None:
             return parse_recipe_table(table, origin="pyproject.toml [tool.sgx-iot.audit]")
-    if (root / "src" / "sgx_iot" / "enclave").is_dir():
+    if (root / "src" / "sgx_iot" / "enclave").is_dir() or (root / "sgx_iot" / "enclave").is_dir():
         return Recipe(KIND_SGX_IOT, origin="sgx-iot source tree")
     raise UsageError(
         f"{root} has no build recipe ({', '.join(AUDITEE_FILES)}, {SGX_IOT_AUDIT_FILE} or [tool.sgx-iot.audit]); "

@@ -53,10 +53,15 @@ class SourceTree:
     spec: SourceSpec
     root: Path
     commit: str | None = None
+    dirty: bool = False
+    """A folder source whose git working tree has uncommitted changes: ``commit`` does not describe it alone."""
 
-    def to_dict(self) -> dict[str, str | None]:
+    def to_dict(self) -> dict[str, str | bool | None]:
         """JSON-ready description (what the reproducibility report records)."""
-        return {"source": self.spec.text, "commit": self.commit}
+        out: dict[str, str | bool | None] = {"source": self.spec.text, "commit": self.commit}
+        if self.dirty:
+            out["dirty"] = True
+        return out
 
 
 def parse_source(text: str) -> SourceSpec:
@@ -99,7 +104,11 @@ def checkout(source: str | SourceSpec, *, timeout: float = GIT_TIMEOUT_SECONDS) 
     if not spec.is_git:
         assert spec.folder is not None
         root = spec.folder.resolve()
-        yield SourceTree(spec, root, _head_commit(root) if (root / ".git").exists() else None)
+        if not (root / ".git").exists():
+            yield SourceTree(spec, root)
+            return
+        commit = _head_commit(root)
+        yield SourceTree(spec, root, commit, commit is not None and _is_dirty(root))
         return
     if shutil.which("git") is None:
         raise UsageError("git is not installed; install it, or clone the source yourself and pass the folder")
@@ -152,6 +161,14 @@ def _git(args: list[str], *, cwd: Path, timeout: float, what: str) -> str:
         reason = lines[-1].strip() if lines else f"git exited with status {done.returncode}"
         raise UsageError(f"{what} failed: {reason}")
     return done.stdout
+
+
+def _is_dirty(root: Path) -> bool:
+    try:
+        return bool(_git(["status", "--porcelain", "--untracked-files=no"], cwd=root, timeout=60,
+                         what="reading the working tree status").strip())
+    except UsageError:
+        return False
 
 
 def _head_commit(root: Path) -> str | None:

@@ -126,6 +126,9 @@ def test_signed_and_unsigned_enclave(vectors: Path) -> None:
     assert f["metadata"][0]["enclave_size"] == "0x8000000"
     assert f["metadata"][0]["sigstruct"]["enclave_hash"] == BAZINGA_MRENCLAVE
     assert f["metadata"][0]["sigstruct"]["mrsigner"] == BAZINGA_MRSIGNER
+    config = f["metadata"][0]["configuration"]  # values of BazingaJack.Enclave_Seal.config.xml
+    assert (config["StackMaxSize"], config["HeapMaxSize"], config["TCSNum"]) == (0x40000, 67108864, 1)
+    assert (config["TCSPolicy"], config["DisableDebug"], config["MiscMask"]) == (1, 0, 0xFFFFFFFF)
     unsigned = _json(vectors / "dcap/bazingajack-seal/BazingaJack.libenclave_seal.so")
     assert unsigned["kind"] == "sdk-enclave" and unsigned["fields"]["signed"] is False
 
@@ -168,7 +171,11 @@ def test_not_json_quote_json(vectors: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["ias/iot-gateway-2021-06/Sensor_Data", "roots/Intel_SGX_Root_CA.der", "dcap/dcap-qvl-sample/sgx_quote_collateral.json"],
+    [
+        "ias/iot-gateway-2021-06/Sensor_Data",
+        "roots/Intel_SGX_Root_CA.der",
+        "dcap/dcap-qvl-sample/sgx_quote_collateral.json",
+    ],
 )
 def test_unrecognised(vectors: Path, name: str) -> None:
     message = _fail(vectors / name)
@@ -222,7 +229,10 @@ def test_random_fixed_sizes_are_not_guessed() -> None:
 
 def test_render_text() -> None:
     lines = render_text({"a": 1, "b": {"c": "x\ny", "d": [], "e": None, "f": True}, "g": [{"h": 2}], "i": ["A", "B"]})
-    assert lines == ["a: 1", "b:", "  c:", "    x", "    y", "  d: (none)", "  e: -", "  f: yes", "g:", "  [0]", "    h: 2", "i: A, B"]
+    assert lines == [
+        "a: 1", "b:", "  c:", "    x", "    y", "  d: (none)", "  e: -", "  f: yes", "g:", "  [0]", "    h: 2",
+        "i: A, B",
+    ]
 
 
 def test_registered_in_main_cli(vectors: Path) -> None:
@@ -235,7 +245,8 @@ def test_registered_in_main_cli(vectors: Path) -> None:
         check=False,
     )
     assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)["fields"]["mrsigner"] == "bd71c6380ef77c5417e8b2d1ce2d4b6504b9f418e5049342440cfff2443d95bd"
+    mrsigner = "bd71c6380ef77c5417e8b2d1ce2d4b6504b9f418e5049342440cfff2443d95bd"  # vectors/README.md
+    assert json.loads(ok.stdout)["fields"]["mrsigner"] == mrsigner
     bad = subprocess.run(
         [sys.executable, "-c", code, "inspect", str(vectors / "ias/iot-gateway-2021-06/Sensor_Data")],
         capture_output=True,

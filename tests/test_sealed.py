@@ -95,7 +95,9 @@ def test_parse_errors_name_the_field() -> None:
     with pytest.raises(FormatError) as info:
         SealedData.parse(bytes(bad))
     assert (info.value.field, info.value.offset) == ("plain_text_offset", 512)
-    for cut, field in [(0, "key_request"), (511, "key_request"), (514, "plain_text_offset"), (530, "payload_size"), (550, "payload_tag")]:
+    cuts = [(0, "key_request"), (511, "key_request"), (514, "plain_text_offset"), (530, "payload_size"),
+            (550, "payload_tag")]
+    for cut, field in cuts:
         with pytest.raises(FormatError) as info:
             SealedData.parse(raw[:cut])
         assert info.value.field == field

@@ -35,7 +35,9 @@ def _put(size: int, offset: int, value: bytes) -> bytes:
 # --- sizes and round trips ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("cls", "size"), [(Attributes, 16), (ReportBody, 384), (Report, 432), (TargetInfo, 512), (KeyRequest, 512)])
+@pytest.mark.parametrize(
+    ("cls", "size"), [(Attributes, 16), (ReportBody, 384), (Report, 432), (TargetInfo, 512), (KeyRequest, 512)]
+)
 def test_sizes(cls: type, size: int) -> None:
     assert cls.SIZE == size
     assert len(cls().to_bytes()) == size

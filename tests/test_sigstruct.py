@@ -48,7 +48,9 @@ def signing_key() -> rsa.RSAPrivateKey:
 
 
 @pytest.mark.parametrize(("path", "date", "mrenclave", "mrsigner", "isv_svn"), VECTORS)
-def test_real_sigstruct(vectors: Path, path: str, date: str | None, mrenclave: str, mrsigner: str, isv_svn: int) -> None:
+def test_real_sigstruct(
+    vectors: Path, path: str, date: str | None, mrenclave: str, mrsigner: str, isv_svn: int
+) -> None:
     raw = (vectors / path).read_bytes()
     css = Sigstruct.parse(raw)
     assert css.to_bytes() == raw
@@ -124,7 +126,8 @@ def test_build_sign_verify(signing_key: rsa.RSAPrivateKey) -> None:
     signed.verify()
     assert Sigstruct.parse(signed.to_bytes()) == signed
     assert signed.signed_message() == css.signed_message()
-    assert signed.mrsigner == hashlib.sha256(signing_key.public_key().public_numbers().n.to_bytes(384, "little")).digest()
+    modulus_le = signing_key.public_key().public_numbers().n.to_bytes(384, "little")
+    assert signed.mrsigner == hashlib.sha256(modulus_le).digest()
     assert signed.date_string() == "2024-02-29"
     assert not signed.release_type
     release = Sigstruct.build(
@@ -134,7 +137,9 @@ def test_build_sign_verify(signing_key: rsa.RSAPrivateKey) -> None:
 
 
 def test_sign_refuses_wrong_key() -> None:
-    css = Sigstruct.build(enclave_hash=bytes(32), isv_prod_id=0, isv_svn=0, attributes=Attributes(), attribute_mask=Attributes())
+    css = Sigstruct.build(
+        enclave_hash=bytes(32), isv_prod_id=0, isv_svn=0, attributes=Attributes(), attribute_mask=Attributes()
+    )
     with pytest.raises(UsageError):
         css.sign(rsa.generate_private_key(public_exponent=65537, key_size=2048))
 

@@ -83,7 +83,8 @@ def require_size(data: bytes, size: int, structure: str) -> None:
     """``FormatError`` unless ``len(data) == size``."""
     if len(data) != size:
         kind = "truncated" if len(data) < size else "too long"
-        raise FormatError(structure, "size", min(len(data), size), f"expected exactly {size} bytes, got {len(data)} ({kind})")
+        reason = f"expected exactly {size} bytes, got {len(data)} ({kind})"
+        raise FormatError(structure, "size", min(len(data), size), reason)
 
 
 def u16(value: int) -> bytes:

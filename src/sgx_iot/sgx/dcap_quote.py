@@ -199,7 +199,10 @@ class DcapQuote:
             raise FormatError("DcapQuote", "header.version", 0, f"version {header.version} is not supported (only 3)")
         if header.att_key_type != ATT_KEY_TYPE_ECDSA_P256:
             raise FormatError(
-                "DcapQuote", "header.att_key_type", 2, f"attestation key type {header.att_key_type} is not 2 (ECDSA-P256)"
+                "DcapQuote",
+                "header.att_key_type",
+                2,
+                f"attestation key type {header.att_key_type} is not 2 (ECDSA-P256)",
             )
         report_body = ReportBody.parse(reader.bytes(ReportBody.SIZE, "report_body"))
         sig_len = reader.u32("signature_data_len")

@@ -298,6 +298,12 @@ def _add_foreign_derived(obj: Any, out: dict[str, Any]) -> None:
             out["sigstruct"] = describe(obj.sigstruct)
         except SgxIotError as exc:
             out["sigstruct_error"] = str(exc)
+        from sgx_iot.sgx.enclave_config import decode_metadata  # only reached for SDK enclaves
+
+        try:
+            out["configuration"] = decode_metadata(obj).to_dict()  # Enclave.config.xml element names
+        except SgxIotError as exc:
+            out["configuration_error"] = str(exc)
     elif kind in ("LayoutEntry", "LayoutGroup") and hasattr(obj, "name"):
         out["name"] = obj.name
         if kind == "LayoutEntry":

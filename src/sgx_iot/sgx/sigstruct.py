@@ -150,7 +150,9 @@ class Sigstruct:
         try:
             return rsa.RSAPublicNumbers(self.exponent, n).public_key()
         except ValueError as exc:
-            raise VerificationError("SIGSTRUCT_BAD_KEY", f"the SIGSTRUCT modulus/exponent is not an RSA key: {exc}") from None
+            raise VerificationError(
+                "SIGSTRUCT_BAD_KEY", f"the SIGSTRUCT modulus/exponent is not an RSA key: {exc}"
+            ) from None
 
     def verify(self) -> None:
         """Check EXPONENT = 3, the RSA signature over :meth:`signed_message`, and Q1/Q2.

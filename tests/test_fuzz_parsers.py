@@ -191,7 +191,7 @@ def test_json_shapes(extra: Any, shape: str, quote_body: Any) -> None:
 
 def test_truncated_elf_enclave(vectors: Path) -> None:
     """Truncations of a real SDK enclave are refused with FormatError (the ELF path of detect)."""
-    data = (vectors / "sigstruct" / ".." / "ias" / "iot-gateway-2021-06" / "enclave.signed.so").read_bytes()
+    data = (vectors / "ias/iot-gateway-2021-06/enclave.signed.so").read_bytes()
     for cut in (4, 64, 100, 1000, len(data) // 2, len(data) - 1):
         try:
             detect(data[:cut], "enclave.signed.so")

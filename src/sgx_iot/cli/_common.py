@@ -42,6 +42,10 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             fail(str(exc), EXIT_VERIFICATION_FAILED)
         except (FormatError, UsageError, PlatformError, SgxIotError) as exc:
             fail(str(exc), EXIT_USAGE)
+        except BrokenPipeError:
+            # The reader went away (``sgx-iot inspect … | head``): not an error of ours.
+            sys.stderr.close()
+            raise typer.Exit(EXIT_OK) from None
         except OSError as exc:
             fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_USAGE)
 

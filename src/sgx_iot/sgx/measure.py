@@ -32,8 +32,8 @@ _EADD = struct.Struct("<8sQQ40x")
 _EEXTEND = struct.Struct("<8sQ48x")
 _EADD_TAG = int.from_bytes(b"EADD\0\0\0\0", "little")
 _EEXTEND_TAG = int.from_bytes(b"EEXTEND\0", "little")
-_BATCH_PAGES = 256
-"""Pages hashed per batch by :meth:`Measurement.add_pages` (bounds its memory to about 1.3 MB)."""
+_BATCH_BYTES = 1 << 20
+"""Bytes of records built per batch by :meth:`Measurement.add_pages` (bounds its memory)."""
 
 
 class SecInfoFlags(enum.IntFlag):
@@ -110,10 +110,13 @@ class Measurement:
         self.eadd(offset, flags)
         if extend:
             view = memoryview(content)
-            update = self._sha.update
-            for pos in range(0, PAGE_SIZE, EEXTEND_CHUNK):
-                update(_EEXTEND.pack(b"EEXTEND", offset + pos))
-                update(view[pos : pos + EEXTEND_CHUNK])
+            pack = _EEXTEND.pack
+            # one update per page: 16 × (64-byte EEXTEND header ‖ 256 data bytes)
+            self._sha.update(b"".join(
+                part
+                for pos in range(0, PAGE_SIZE, EEXTEND_CHUNK)
+                for part in (pack(b"EEXTEND", offset + pos), view[pos : pos + EEXTEND_CHUNK])
+            ))
 
     def add_pages(self, offset: int, count: int, flags: int, content: bytes, *, extend: bool = True) -> None:
         """Add ``count`` consecutive pages from ``offset``, all holding the same 4096-byte ``content``.
@@ -139,9 +142,10 @@ class Measurement:
                 template.extend([_EEXTEND_TAG, 0, 0, 0, 0, 0, 0, 0])
                 template.extend(data[pos : pos + EEXTEND_CHUNK // 8])
         words = len(template)
+        per_batch = max(1, _BATCH_BYTES // (8 * words))
         done = 0
         while done < count:
-            n = min(_BATCH_PAGES, count - done)
+            n = min(per_batch, count - done)
             start = offset + done * PAGE_SIZE
             batch = template * n
             batch[1::words] = array("Q", range(start, start + n * PAGE_SIZE, PAGE_SIZE))

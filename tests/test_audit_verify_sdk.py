@@ -32,6 +32,8 @@ GW12_SIGNED_MRSIGNER = "7b9b32fa1d255acf8ebb245308b7ce7a1f755a5d325a64af1309f2e9
 GW12_REPORT_MRSIGNER = "001d5f40ffe3537fee57a1ae3023850296ef24ea287a0c38ba4fd23615f32a06"
 DCAP_SAMPLE_NOW = 1752919277
 
+pytestmark = pytest.mark.vectors
+
 
 def unsign(signed: bytes) -> bytes:
     """The unsigned build of ``signed``: its ``.note.sgxmeta`` descriptor zeroed (SGX_FORMATS §2.1)."""

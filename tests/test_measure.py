@@ -178,3 +178,20 @@ def test_add_pages_refuses_pages_outside_the_enclave() -> None:
     with pytest.raises(FormatError) as info:
         m.add_pages(0, 1, 0x10000, bytes(4096))
     assert info.value.field == "add_pages.flags"
+
+
+def test_large_runs_are_streamed_not_allocated() -> None:
+    """A 256 MiB heap (65,536 EADD-only pages) and 1,024 measured stack pages stay within a few MiB."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        m = Measurement()
+        m.ecreate(1, 1 << 32)
+        m.add_pages(0, 1 << 16, 0x203, bytes(4096), extend=False)
+        m.add_pages(1 << 28, 1024, 0x203, b"\xcc" * 4096)
+        m.digest()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20

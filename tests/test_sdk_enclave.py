@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import struct
 from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sgx_iot.errors import FormatError
+from sgx_iot.sgx import measure as sdk_measure
+from sgx_iot.sgx import sdk_enclave as sdk_enclave_module
+from sgx_iot.sgx._sdk_elf import relocation_pages
 from sgx_iot.sgx.sdk_enclave import SdkEnclave, compare_outside_metadata, replay
 from sgx_iot.sgx.sdk_metadata import GROUP_FLAG, LayoutEntry, LayoutGroup, Metadata, parse_metadata_blobs
 
@@ -298,3 +303,78 @@ def test_fuzz_mutated_metadata_blob(bazinga: tuple[bytes, bytes], edits: list[tu
             replay(metadata, bazinga[1])
     except FormatError:
         pass
+
+
+# --- loader details no public enclave exercises: DT_TEXTREL and the metadata 1.3 extra page ---------------------
+
+
+class _Recorder(sdk_measure.Measurement):
+    """Records every page the replay adds: (offset, flags, extend)."""
+
+    pages: list[tuple[int, int, bool]] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        _Recorder.pages = []
+
+    def add_page(self, offset: int, flags: int, content: bytes, *, extend: bool = True) -> None:
+        _Recorder.pages.append((offset, flags, extend))
+        super().add_page(offset, flags, content, extend=extend)
+
+    def add_pages(self, offset: int, count: int, flags: int, content: bytes, *, extend: bool = True) -> None:
+        _Recorder.pages.extend((offset + 4096 * i, flags, extend) for i in range(count))
+        super().add_pages(offset, count, flags, content, extend=extend)
+
+
+def _recorded_replay(monkeypatch: pytest.MonkeyPatch, metadata: Metadata, data: bytes) -> list[tuple[int, int, bool]]:
+    monkeypatch.setattr(sdk_enclave_module, "Measurement", _Recorder)
+    replay(metadata, data)
+    return list(_Recorder.pages)
+
+
+def test_text_relocations_make_their_pages_writable(
+    bazinga: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    signed_bytes, _ = bazinga
+    enclave = SdkEnclave.parse(signed_bytes)
+    data = bytearray(signed_bytes)
+    dynamic = next(s for s in enclave.elf.sections if s.name == ".dynamic")
+    rela = next(s for s in enclave.elf.sections if s.name == ".rela.dyn")
+    tags = [struct.unpack_from("<q", data, dynamic.offset + 16 * i)[0] for i in range(dynamic.size // 16)]
+    struct.pack_into("<q", data, dynamic.offset + 16 * tags.index(21), 22)  # DT_DEBUG → DT_TEXTREL
+    struct.pack_into("<Q", data, rela.offset, 0x5010)  # a relocation inside .text
+    struct.pack_into("<Q", data, rela.offset + 24, 0x7FFC)  # one straddling the .text pages 7 and 8
+    textrel = bytes(data)
+    # independent reference: pyelftools' own reading of .rela.dyn
+    with io.BytesIO(textrel) as stream:
+        section = ELFFile(stream).get_section_by_name(".rela.dyn")
+        expected = set()
+        for rel in section.iter_relocations():
+            if rel["r_info_type"]:
+                expected.add(rel["r_offset"] >> 12)
+                if rel["r_offset"] % 4096 > 4088:
+                    expected.add((rel["r_offset"] >> 12) + 1)
+    facts = SdkEnclave.parse(textrel).elf
+    assert facts.has_textrel
+    assert relocation_pages(facts, textrel) == expected
+    assert {5, 7, 8} <= expected
+    pages = {offset: flags for offset, flags, _ in _recorded_replay(monkeypatch, enclave.metadata[0], textrel)}
+    assert pages[0x5000] == pages[0x7000] == pages[0x8000] == 0x207  # PT_REG | R | X | W added
+    assert pages[0x6000] == pages[0x9000] == 0x205
+    plain = {offset: flags for offset, flags, _ in _recorded_replay(monkeypatch, enclave.metadata[0], signed_bytes)}
+    assert plain[0x5000] == 0x205
+
+
+def test_metadata_1_3_adds_the_old_loaders_extra_page(
+    bazinga: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    signed_bytes, _ = bazinga
+    metadata = SdkEnclave.parse(signed_bytes).metadata[0]
+    old = Metadata.parse(_set(metadata.raw, 8, "<Q", (1 << 32) | 3))
+    assert len(old.dirs) == 2
+    current = _recorded_replay(monkeypatch, metadata, signed_bytes)
+    legacy = _recorded_replay(monkeypatch, old, signed_bytes)
+    # The top segment (vaddr 0x1e5330, memsz 0x276d0) ends inside page 0x20c000, but rounding its size first
+    # reaches 0x20e000: the 1.5-era loader added the zero page 0x20d000 after the last segment.
+    last_segment_page = max(i for i, (offset, _, _) in enumerate(current) if offset < 0x20D000)
+    assert legacy == current[: last_segment_page + 1] + [(0x20D000, 0x203, True)] + current[last_segment_page + 1 :]

@@ -85,7 +85,8 @@ def bench_vector(path: Path) -> None:
     buffer = bytes(hashed)
     sha_s = _median_time(lambda: hashlib.sha256(buffer).digest(), 7)
     size_mib = metadata.enclave_size / MiB
-    print(f"{path.name}: metadata {metadata.version_string}, enclave {size_mib:.0f} MiB, file {len(data) / MiB:.2f} MiB")
+    print(f"{path.name}: metadata {metadata.version_string}, enclave {size_mib:.0f} MiB, "
+          f"file {len(data) / MiB:.2f} MiB")
     print(f"  {eadds} EADDs, {hashed / MiB:.2f} MiB hashed")
     print(f"  replay  {replay_s * 1e3:8.2f} ms  = {replay_s / size_mib * 1e6:8.2f} us/MiB of enclave, "
           f"{replay_s / eadds * 1e6:6.3f} us/EADD")

@@ -135,7 +135,12 @@ def test_engine_refuses_out_of_order_and_bad_arguments() -> None:
     st.integers(0, 3).map(lambda k: 0x1000 << k),
     st.integers(0, 8),
     st.lists(
-        st.tuples(st.integers(0, 7), st.sampled_from([0x100, 0x201, 0x203, 0x205, 0x207]), st.binary(min_size=1, max_size=8), st.booleans()),
+        st.tuples(
+            st.integers(0, 7),
+            st.sampled_from([0x100, 0x201, 0x203, 0x205, 0x207]),
+            st.binary(min_size=1, max_size=8),
+            st.booleans(),
+        ),
         max_size=6,
         unique_by=lambda t: t[0],
     ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -202,7 +203,9 @@ def _set(blob: bytes, offset: int, fmt: str, *values: int) -> bytes:
         (lambda b: _set(b, 1880, "<II", 3880, 33), "dirs[1]"),
     ],
 )
-def test_malformed_metadata_is_refused(bazinga: tuple[bytes, bytes], mutate, field: str) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_metadata_is_refused(
+    bazinga: tuple[bytes, bytes], mutate: Callable[[bytes], bytes], field: str
+) -> None:
     with pytest.raises(FormatError) as info:
         Metadata.parse(mutate(_blob(bazinga[0])))
     assert info.value.structure == "Metadata" and info.value.field == field

@@ -114,7 +114,8 @@ def _read(data: bytes) -> ElfFacts:
     for index in range(elf.num_segments()):
         ph = elf.get_segment(index).header
         if ph["p_offset"] + ph["p_filesz"] > len(data):
-            raise FormatError(_STRUCTURE, f"phdr[{index}]", header["e_phoff"], "segment extends past the end of the file")
+            raise FormatError(_STRUCTURE, f"phdr[{index}]", header["e_phoff"],
+                              "segment extends past the end of the file")
         if ph["p_type"] == "PT_LOAD":
             if ph["p_align"] % PAGE_SIZE:
                 raise FormatError(_STRUCTURE, f"phdr[{index}].p_align", header["e_phoff"],
@@ -154,7 +155,8 @@ def _note(data: bytes, sections: list[SectionInfo]) -> tuple[int, int]:
     namesz, descsz, _type = struct.unpack_from("<III", data, note.offset)
     name = data[note.offset + 12 : note.offset + 12 + namesz]
     if name != NOTE_NAME:
-        raise FormatError(_STRUCTURE, ".note.sgxmeta", note.offset + 12, f"note name {name[:32]!r} is not 'sgx_metadata'")
+        raise FormatError(_STRUCTURE, ".note.sgxmeta", note.offset + 12,
+                          f"note name {name[:32]!r} is not 'sgx_metadata'")
     start = note.offset + 12 + namesz
     if start + descsz > min(len(data), note.offset + note.size):
         raise FormatError(_STRUCTURE, ".note.sgxmeta", note.offset + 4,

@@ -88,7 +88,8 @@ class Measurement:
             raise FormatError("Measurement", "eadd.offset", None, f"page offset {offset:#x} is not an aligned "
                               f"offset inside the {self._size:#x}-byte enclave")
         if flags & ~SECINFO_FLAGS_ALLOWED or flags < 0:
-            raise FormatError("Measurement", "eadd.flags", None, f"SECINFO flags {flags:#x} outside {SECINFO_FLAGS_ALLOWED:#x}")
+            raise FormatError("Measurement", "eadd.flags", None,
+                              f"SECINFO flags {flags:#x} outside {SECINFO_FLAGS_ALLOWED:#x}")
         self._sha.update(_EADD.pack(b"EADD", offset, flags))
         self.eadd_count += 1
 
@@ -131,7 +132,8 @@ class Measurement:
             raise FormatError("Measurement", "add_pages.offset", None, f"{count} pages at {offset:#x} do not fit "
                               f"page-aligned inside the {self._size:#x}-byte enclave")
         if flags & ~SECINFO_FLAGS_ALLOWED or flags < 0:
-            raise FormatError("Measurement", "add_pages.flags", None, f"SECINFO flags {flags:#x} outside {SECINFO_FLAGS_ALLOWED:#x}")
+            raise FormatError("Measurement", "add_pages.flags", None,
+                              f"SECINFO flags {flags:#x} outside {SECINFO_FLAGS_ALLOWED:#x}")
         # One page's records as 64-bit words: EADD block (8 words), then per chunk a header (8) and data (32).
         template = array("Q", [_EADD_TAG, 0, flags, 0, 0, 0, 0, 0])
         if extend:

@@ -134,8 +134,9 @@ def _build_sections(
         if segment.si_flags == SecInfoFlags.PT_REG:
             raise FormatError(_STRUCTURE, f"phdr[{segment.index}].p_flags", None,
                               "a PT_LOAD segment without R, W or X permission cannot be loaded")
-        if quirk and top is not None and _needs_quirk_page(top) and _round(top.vaddr + top.memsz) < segment.vaddr & ~0xFFF:
-            measurement.add_page(_round(top.vaddr + top.memsz), top.si_flags, _ZERO_PAGE)
+        if quirk and top is not None and _needs_quirk_page(top):
+            if _round(top.vaddr + top.memsz) < _trim(segment.vaddr):
+                measurement.add_page(_round(top.vaddr + top.memsz), top.si_flags, _ZERO_PAGE)
         if segment.vaddr > max_rva:
             max_rva, top = segment.vaddr, segment
         raw = image[segment.offset : segment.offset + segment.filesz]
@@ -150,6 +151,10 @@ def _needs_quirk_page(top: LoadSegment) -> bool:
 
 def _round(value: int) -> int:
     return (value + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+def _trim(value: int) -> int:
+    return value & ~(PAGE_SIZE - 1)
 
 
 def _build_mem_region(
@@ -264,6 +269,8 @@ def _describe(elf: ElfFacts, start: int, end: int) -> Difference:
         names.append("program headers")
     if overlaps(*elf.shdr_range):
         names.append("section headers")
-    names.extend(s.name or "(unnamed)" for s in elf.sections if s.file_size and overlaps(s.offset, s.offset + s.file_size))
+    names.extend(
+        s.name or "(unnamed)" for s in elf.sections if s.file_size and overlaps(s.offset, s.offset + s.file_size)
+    )
     segments = tuple(f"PT_LOAD[{s.index}]" for s in elf.segments if overlaps(s.offset, s.offset + s.filesz))
     return Difference(start, end, tuple(names), segments)

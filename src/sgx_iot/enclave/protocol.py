@@ -1,0 +1,235 @@
+"""The ECALL protocol between the gateway host and the enclave process (specification: ``docs/ecall-protocol.md``).
+
+A byte stream (the enclave process's stdin/stdout pipes) carries frames::
+
+    frame = length u32 (little-endian, 6 ≤ length ≤ MAX_FRAME) ‖ body
+    body  = version u8 (= 1) ‖ kind u8 ‖ count u32 ‖ count × (size u32 ‖ size bytes)
+
+In a request ``kind`` is the :class:`Op`; in a response it is :data:`STATUS_OK` (items = the results) or
+:data:`STATUS_ERROR` (items = [code ASCII, message UTF-8]). Requests and responses alternate strictly. The decoders
+raise only :class:`~sgx_iot.errors.FormatError`; the enclave answers any malformed request with an error response
+and keeps serving. This module is part of the measured enclave image: it imports nothing but the error family.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from sgx_iot.errors import FormatError, SgxIotError
+
+VERSION = 1
+MAX_FRAME = 16 * 1024 * 1024
+"""Largest body accepted in either direction (16 MiB)."""
+MAX_ITEMS = 65536
+"""Most items in one body (e.g. messages of one SIGN batch, plus the sealed key)."""
+STATUS_OK = 0
+STATUS_ERROR = 1
+
+_LENGTH = struct.Struct("<I")
+_BODY = struct.Struct("<BBI")
+_ITEM = struct.Struct("<I")
+_DISCARD_CHUNK = 64 * 1024
+
+
+class Op(enum.IntEnum):
+    """ECALL numbers (the ``kind`` of a request)."""
+
+    IDENTITY = 1
+    PROVISION = 2
+    PUBLIC_KEY = 3
+    ATTEST = 4
+    SIGN = 5
+    SIGN_DIGESTS = 6
+
+
+class ErrorCode(enum.StrEnum):
+    """Codes the enclave puts in error responses (stable: the host maps them to messages and exit codes)."""
+
+    BAD_FRAME = "BAD_FRAME"
+    FRAME_TOO_LARGE = "FRAME_TOO_LARGE"
+    UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
+    UNKNOWN_OP = "UNKNOWN_OP"
+    BAD_ARGUMENT = "BAD_ARGUMENT"
+    UNSEAL_CORRUPT = "UNSEAL_CORRUPT"
+    UNSEAL_OTHER_PLATFORM = "UNSEAL_OTHER_PLATFORM"
+    UNSEAL_OTHER_SIGNER = "UNSEAL_OTHER_SIGNER"
+    UNSEAL_OTHER_ENCLAVE = "UNSEAL_OTHER_ENCLAVE"
+    UNSEAL_REFUSED = "UNSEAL_REFUSED"
+    PLATFORM_ERROR = "PLATFORM_ERROR"
+    INTERNAL = "INTERNAL"
+
+
+class ChannelClosed(SgxIotError):
+    """The other end closed the stream (cleanly between frames, or in the middle of one)."""
+
+
+class FrameTooLarge(FormatError):
+    """A frame announced more than the allowed size; its bytes were skipped, so the stream is still in sync."""
+
+    def __init__(self, length: int, limit: int) -> None:
+        self.length = length
+        super().__init__("EcallFrame", "length", 0, f"{length} bytes exceeds the {limit}-byte limit")
+
+
+@dataclass(frozen=True)
+class Message:
+    """A decoded body: ``kind`` (op or status) and its items."""
+
+    kind: int
+    items: list[bytes]
+
+
+def encode_body(kind: int, items: Sequence[bytes]) -> bytes:
+    """The body for ``kind`` and ``items`` (``ValueError`` if it would break the protocol's limits)."""
+    if len(items) > MAX_ITEMS:
+        raise ValueError(f"{len(items)} items exceed the {MAX_ITEMS}-item limit")
+    pack = _ITEM.pack
+    parts = [_BODY.pack(VERSION, kind, len(items))]
+    for item in items:
+        parts.append(pack(len(item)))
+        parts.append(item)
+    body = b"".join(parts)
+    if len(body) > MAX_FRAME:
+        raise ValueError(f"a {len(body)}-byte message exceeds the {MAX_FRAME}-byte limit")
+    return body
+
+
+def decode_body(body: bytes, structure: str = "EcallMessage") -> Message:
+    """Parse a body strictly: version 1, item count and sizes consistent, no trailing bytes."""
+    size = len(body)
+    if size < _BODY.size:
+        raise FormatError(structure, "header", 0, f"needs {_BODY.size} bytes, got {size}")
+    version, kind, count = _BODY.unpack_from(body, 0)
+    if version != VERSION:
+        raise FormatError(structure, "version", 0, f"unsupported protocol version {version} (expected {VERSION})")
+    if count > MAX_ITEMS:
+        raise FormatError(structure, "count", 2, f"{count} items exceed the {MAX_ITEMS}-item limit")
+    view = memoryview(body)
+    items: list[bytes] = []
+    offset = _BODY.size
+    unpack = _ITEM.unpack_from
+    for index in range(count):
+        if size - offset < 4:
+            raise FormatError(structure, f"items[{index}].size", offset, "truncated")
+        (length,) = unpack(body, offset)
+        offset += 4
+        if length > size - offset:
+            raise FormatError(structure, f"items[{index}]", offset, f"says {length} bytes, {size - offset} left")
+        items.append(bytes(view[offset : offset + length]))
+        offset += length
+    if offset != size:
+        raise FormatError(structure, "end", offset, f"{size - offset} unexpected trailing bytes")
+    return Message(kind, items)
+
+
+def encode_error(code: str, message: str) -> bytes:
+    """An error response body."""
+    return encode_body(STATUS_ERROR, [code.encode("ascii"), message.encode("utf-8")])
+
+
+def decode_error(items: list[bytes]) -> tuple[str, str]:
+    """``(code, message)`` of an error response's items (``FormatError`` if they are not that)."""
+    if len(items) != 2:
+        raise FormatError("EcallResponse", "items", None, f"an error carries 2 items, not {len(items)}")
+    try:
+        return items[0].decode("ascii"), items[1].decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError("EcallResponse", "error", None, "code or message is not text") from None
+
+
+Tap = Callable[[str, bytes], None]
+"""Observer of every byte crossing the boundary: called with ``"send"`` or ``"receive"`` and the frame bytes."""
+
+
+class Channel:
+    """Frames over a pair of binary streams. Not thread-safe; one request in flight at a time."""
+
+    def __init__(self, reader: BinaryIO, writer: BinaryIO, *, tap: Tap | None = None) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._tap = tap
+
+    def send(self, body: bytes) -> None:
+        """Write one frame holding ``body`` and flush."""
+        if len(body) > MAX_FRAME:
+            raise ValueError(f"a {len(body)}-byte message exceeds the {MAX_FRAME}-byte limit")
+        self.send_raw(_LENGTH.pack(len(body)) + body)
+
+    def send_raw(self, data: bytes) -> None:
+        """Write bytes as they are (tests use it to send malformed frames)."""
+        if self._tap is not None:
+            self._tap("send", data)
+        try:
+            self._writer.write(data)
+            self._writer.flush()
+        except (BrokenPipeError, ValueError, OSError) as exc:
+            raise ChannelClosed(f"the other end of the ECALL channel is gone ({exc})") from None
+
+    def receive(self) -> bytes:
+        """The next frame's body. Raises :class:`ChannelClosed` at end of stream and :class:`FrameTooLarge`
+        (after skipping the frame's bytes) when the announced length exceeds :data:`MAX_FRAME`."""
+        header = self._read_exact(_LENGTH.size, at_boundary=True)
+        (length,) = _LENGTH.unpack(header)
+        if length > MAX_FRAME:
+            self._discard(length)
+            if self._tap is not None:
+                self._tap("receive", header)
+            raise FrameTooLarge(length, MAX_FRAME)
+        body = self._read_exact(length, at_boundary=False)
+        if self._tap is not None:
+            self._tap("receive", header + body)
+        return body
+
+    def _read_exact(self, n: int, *, at_boundary: bool) -> bytes:
+        data = self._reader.read(n) if n else b""
+        if data is None:  # pragma: no cover - only for non-blocking streams, which are not used
+            data = b""
+        while len(data) < n:
+            more = self._reader.read(n - len(data))
+            if not more:
+                where = "between frames" if at_boundary and not data else "in the middle of a frame"
+                raise ChannelClosed(f"the ECALL channel was closed {where}")
+            data += more
+        return data
+
+    def _discard(self, n: int) -> None:
+        while n:
+            chunk = self._reader.read(min(n, _DISCARD_CHUNK))
+            if not chunk:
+                raise ChannelClosed("the ECALL channel was closed in the middle of an oversized frame")
+            n -= len(chunk)
+
+
+_IDENTITY = struct.Struct("<32s32sHHHHI16s16s")
+
+
+def encode_identity(identity: object) -> bytes:
+    """The 108-byte identity item of an IDENTITY response: MRENCLAVE (32) ‖ MRSIGNER (32) ‖ ISVPRODID u16 ‖
+    ISVSVN u16 ‖ CONFIGSVN u16 ‖ reserved u16 ‖ MISCSELECT u32 ‖ ATTRIBUTES (16) ‖ CPUSVN (16).
+
+    ``identity`` is an :class:`sgx_iot.platform.base.EnclaveIdentity` (duck-typed: this module imports no platform).
+    """
+    i = identity
+    return _IDENTITY.pack(i.mrenclave, i.mrsigner, i.isv_prod_id, i.isv_svn, i.config_svn, 0,  # type: ignore[attr-defined]
+                          i.misc_select, i.attributes.to_bytes(), i.cpu_svn)  # type: ignore[attr-defined]
+
+
+def decode_identity(item: bytes) -> dict[str, object]:
+    """The fields of an identity item (``FormatError`` unless exactly 108 bytes)."""
+    if len(item) != _IDENTITY.size:
+        raise FormatError("EcallIdentity", "size", 0, f"expected {_IDENTITY.size} bytes, got {len(item)}")
+    mrenclave, mrsigner, prod_id, svn, config_svn, _reserved, misc, attributes, cpu_svn = _IDENTITY.unpack(item)
+    return {
+        "mrenclave": mrenclave,
+        "mrsigner": mrsigner,
+        "isv_prod_id": prod_id,
+        "isv_svn": svn,
+        "config_svn": config_svn,
+        "misc_select": misc,
+        "attributes": attributes,
+        "cpu_svn": cpu_svn,
+    }

@@ -22,6 +22,7 @@ from sgx_iot.sgx.dcap_quote import DcapQuote
 from sgx_iot.sgx.epid_quote import EpidQuote
 from sgx_iot.sgx.report import ReportBody
 from sgx_iot.sgx.sdk_enclave import SdkEnclave
+from sgx_iot.verify.ias import IasReport
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -76,8 +77,6 @@ def read_signed_binary(path: Path) -> MrenclaveReading:
 
 def read_ias_response(path: Path) -> MrenclaveReading:
     """MRENCLAVE from an IAS report's ``isvEnclaveQuoteBody`` (bare body or stored ``{"body", "headers"}``)."""
-    from sgx_iot.verify.ias import IasReport  # the verify layer: only needed for this input kind
-
     report = IasReport.parse(read_input(path, "IAS response"))
     identity = _identity(report.quote.report_body)
     identity["quote_status"] = report.isv_enclave_quote_status

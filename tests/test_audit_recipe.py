@@ -17,6 +17,7 @@ from sgx_iot.audit.recipe import (
     BuildRecipe,
     load_recipe,
     parse_auditee_yaml,
+    parse_recipe_table,
     run_build,
 )
 from sgx_iot.errors import FormatError, SgxIotError, UsageError
@@ -103,6 +104,24 @@ def test_auditee_yaml_fuzz_raises_only_project_errors(text: str) -> None:
         pass
 
 
+_JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.sampled_from(["kind", "name", "build", "enclave_config", "builder", "build_kwargs",
+                                       "output_dir", "enclave_file", "timeout", "file", "x"]), children, max_size=6),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300)
+@given(_JSONISH)
+def test_recipe_table_fuzz_raises_only_format_errors(table: object) -> None:
+    try:
+        parse_recipe_table(table, origin="fuzz")
+    except FormatError:
+        pass
+
+
 def test_sgx_iot_toml_and_pyproject(tmp_path: Path) -> None:
     table = ('kind = "sdk"\nname = "gw"\nenclave_config = "e.xml"\n[{p}.build]\nbuilder = "make"\n'
              'enclave_file = "enclave.so"\ntimeout = 60\n')
@@ -156,7 +175,8 @@ def test_run_plain_command_build(tmp_path: Path) -> None:
 def test_missing_tool_refuses_and_suggests_unsigned(tmp_path: Path, builder: str) -> None:
     if shutil.which(builder.split()[0]):
         pytest.skip(f"{builder} is installed here")
-    with pytest.raises(BuildError, match="'(nix-build|no-such-tool-xyz)', which is not installed here.*--unsigned FILE"):
+    expected = "'(nix-build|no-such-tool-xyz)', which is not installed here.*--unsigned FILE"
+    with pytest.raises(BuildError, match=expected):
         run_build(_recipe(builder), tmp_path)
 
 

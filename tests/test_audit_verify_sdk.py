@@ -31,6 +31,7 @@ GW12_MRENCLAVE = "72cfdb1e92ca2354857bc3ddd5133888fc122bc0eb467e42b80c61bdf027f4
 GW12_SIGNED_MRSIGNER = "7b9b32fa1d255acf8ebb245308b7ce7a1f755a5d325a64af1309f2e9c686e00d"
 GW12_REPORT_MRSIGNER = "001d5f40ffe3537fee57a1ae3023850296ef24ea287a0c38ba4fd23615f32a06"
 DCAP_SAMPLE_NOW = 1752919277
+DCAP_SAMPLE_MRENCLAVE = "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
 
 pytestmark = pytest.mark.vectors
 
@@ -184,7 +185,7 @@ def test_quote_with_collateral_is_checked_by_dcap_qvl(bazinga: Path, vectors: Pa
     assert set(report.evidence.advisory_ids) == {"INTEL-SA-00289", "INTEL-SA-00615"}
     # A genuine quote of another enclave: the report must say it is not this one.
     assert not report and not report.mrenclave.matches
-    assert report.mrenclave.values["evidence"].hex() == "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
+    assert report.mrenclave.values["evidence"].hex() == DCAP_SAMPLE_MRENCLAVE
     expired = verify_mrenclave(None, bazinga / "BazingaJack.libenclave_seal.signed.so",
                                unsigned=bazinga / "BazingaJack.libenclave_seal.so", quote=sample / "sgx_quote",
                                collateral=sample / "sgx_quote_collateral.json", now=DCAP_SAMPLE_NOW + 10)

@@ -45,7 +45,8 @@ def sign_for(repo: Path, mrenclave: bytes, **overrides: object) -> bytes:
     fields = {"isv_prod_id": config.isv_prod_id, "isv_svn": config.isv_svn, "attributes": config.attributes,
               "attribute_mask": config.attribute_mask, "misc_select": config.misc_select,
               "misc_mask": config.misc_mask, **overrides}
-    return Sigstruct.build(enclave_hash=mrenclave, release=False, **fields).sign(_key()).to_bytes()  # type: ignore[arg-type]
+    unsigned = Sigstruct.build(enclave_hash=mrenclave, release=False, **fields)  # type: ignore[arg-type]
+    return unsigned.sign(_key()).to_bytes()
 
 
 @pytest.fixture()
@@ -71,6 +72,7 @@ def _flip(path: Path, data: bytes) -> None:
 def test_source_mrenclave_equals_what_the_platform_measured_at_launch(repo: Path, platform: SimPlatform) -> None:
     audited = mrenclave_from_source(repo)
     assert audited.kind == "sgx-iot" and len(audited.mrenclave) == 32
+    assert audited.to_dict()["mrenclave"] == audited.mrenclave.hex() and "no build step" in audited.note()
     config = load_config(repo / "src")
     assert (audited.isv_prod_id, audited.isv_svn) == (config.isv_prod_id, config.isv_svn)
     sigstruct = Sigstruct.parse(sign_for(repo, audited.mrenclave))

@@ -101,8 +101,8 @@ def read_evidence_bundle(data: bytes, collateral: Any = None, *, root_ca: bytes 
 def read_any(*, ias_report: bytes | None, quote: bytes | None, evidence: bytes | None, collateral: Any,
              root_ca: bytes | None, now: int | None) -> ReadEvidence | None:
     """Whichever evidence was given (at most one), or ``None``."""
-    given = [name for name, value in (("an IAS report", ias_report), ("a quote", quote), ("an evidence bundle",
-                                                                                          evidence)) if value is not None]
+    offered = (("an IAS report", ias_report), ("a quote", quote), ("an evidence bundle", evidence))
+    given = [name for name, value in offered if value is not None]
     if len(given) > 1:
         raise UsageError(f"give one piece of evidence, not {' and '.join(given)}")
     if collateral is not None and quote is None and evidence is None:

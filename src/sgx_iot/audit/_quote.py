@@ -47,7 +47,8 @@ def verify_quote_signatures(quote: DcapQuote, root_der: bytes, *, now: int) -> N
             raise VerificationError("CERTIFICATE_NOT_YET_VALID", f"{_cn(cert)!r} is not valid before "
                                     f"{cert.not_valid_before_utc:%Y-%m-%d}")
         if at > cert.not_valid_after_utc:
-            raise VerificationError("CERTIFICATE_EXPIRED", f"{_cn(cert)!r} expired on {cert.not_valid_after_utc:%Y-%m-%d}")
+            raise VerificationError("CERTIFICATE_EXPIRED",
+                                    f"{_cn(cert)!r} expired on {cert.not_valid_after_utc:%Y-%m-%d}")
     pck_key = chain[0].public_key()
     if not isinstance(pck_key, ec.EllipticCurvePublicKey):
         raise VerificationError("CERTIFICATE_CHAIN_INVALID", "the PCK certificate does not hold an EC key")

@@ -35,10 +35,19 @@ class SourceMeasurement:
         """``"source URL (commit abc…)"``."""
         return f"source {self.source}" + (f" (commit {self.commit})" if self.commit else "")
 
+    def identity(self) -> dict[str, Any]:
+        """What else is known besides MRENCLAVE: kind, commit, ISVPRODID, ISVSVN (JSON-ready)."""
+        return {"kind": self.kind, "commit": self.commit, "isv_prod_id": self.isv_prod_id, "isv_svn": self.isv_svn}
+
+    def note(self) -> str:
+        """One sentence on how the value was obtained."""
+        if self.kind == KIND_SGX_IOT:
+            return "measured from the source files (sgx-iot enclave image); no build step"
+        return "the signed enclave's metadata replayed over the enclave rebuilt from source"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {"mrenclave": self.mrenclave.hex(), "kind": self.kind, "source": self.source, "commit": self.commit,
-                "isv_prod_id": self.isv_prod_id, "isv_svn": self.isv_svn}
+        return {"mrenclave": self.mrenclave.hex(), "source": self.source, **self.identity()}
 
 
 def mrenclave_from_source(

@@ -192,7 +192,8 @@ def parse_recipe_table(table: Any, *, origin: str, default_kind: str | None = No
     build = None
     if "build" in table:
         if kind == KIND_SGX_IOT:
-            raise FormatError(origin, f"{where}.build", None, "sgx-iot's own enclave is measured from source, not built")
+            raise FormatError(origin, f"{where}.build", None,
+                              "sgx-iot's own enclave is measured from source, not built")
         build_table = _mapping(table["build"], origin, f"{where}.build", _BUILD_KEYS)
         # auditee puts enclave_config beside `build`; accept it inside too, but not in both places.
         inner_config = _optional_path(build_table, "enclave_config", origin, f"{where}.build")

@@ -33,7 +33,8 @@ def verify(
         "--signed-enclave", help="The signed enclave: an SDK *.signed.so, or the SIGSTRUCT sgx-iot's gateway runs.")],
     src: _SRC = None,
     unsigned: _UNSIGNED = None,
-    ias_report: Annotated[Path | None, typer.Option("--ias-report", help="An IAS report (legacy EPID evidence).")] = None,
+    ias_report: Annotated[Path | None, typer.Option(
+        "--ias-report", help="An IAS report (legacy EPID evidence).")] = None,
     quote: Annotated[Path | None, typer.Option("--quote", help="A DCAP quote v3 (binary).")] = None,
     collateral: Annotated[Path | None, typer.Option(
         "--collateral", help="QuoteCollateralV3 JSON for --quote/--evidence (without it: signature checks only).")

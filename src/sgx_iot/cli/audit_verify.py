@@ -85,11 +85,11 @@ def reference(
     unsigned: _UNSIGNED = None,
     config: _CONFIG = None,
     out: Annotated[Path | None, typer.Option(
-        "--out", help="Policy file to write ([enclave] table replaced if it exists); default: print it.")] = None,
+        "--out", help="Policy file to write (its enclave table is replaced if it exists); default: print it.")] = None,
     build_timeout: _TIMEOUT = None,
     json_output: _JSON = False,
 ) -> None:
-    """Write the audited enclave's reference values as the verifier policy's [enclave] table.
+    """Write the audited enclave's reference values as the enclave table of the verifier's policy.
 
     Examples:
 

@@ -1,0 +1,364 @@
+"""The simulated platform's persistent folder: its secret, its PKI, its attestation key and its configuration.
+
+Layout (folder mode 0700; files holding secrets 0600, the rest 0644; every write atomic)::
+
+    platform.json            configuration: platform identity (CPUSVN, PCESVN, FMSPC, PPID, QE SVN …) and the
+                             TCB state the collateral states (status, advisories, PCK revocation, validity)
+    platform-secret.bin      32 random bytes: the "fused" secret every EGETKEY key derives from      (0600)
+    qe-attestation-key.pem   the quoting enclave's ECDSA attestation key                              (0600)
+    pck.key, processor-ca.key, tcb-signing.key, root-ca.key                                           (0600)
+    pck.pem, processor-ca.pem, tcb-signing.pem, root-ca.pem
+
+The folder is ``$SGX_IOT_PLATFORM`` if set, else ``$XDG_DATA_HOME/sgx-iot/platform`` (default
+``~/.local/share/sgx-iot/platform``); :meth:`PlatformStore.open` creates it on first use. A real platform keeps the
+Intel-side keys (root, Processor CA, TCB signing) at Intel; the simulation keeps them here so it can issue its own
+collateral.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import re
+import secrets
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from sgx_iot._fs import atomic_write, atomic_write_text
+from sgx_iot.errors import PlatformError, UsageError
+from sgx_iot.platform.sim.pki import Pki, PckInfo, create_pki
+
+ENV_VAR = "SGX_IOT_PLATFORM"
+CONFIG_FORMAT = "sgx-iot-sim-platform/1"
+
+TCB_STATUSES = (
+    "UpToDate",
+    "SWHardeningNeeded",
+    "ConfigurationNeeded",
+    "ConfigurationAndSWHardeningNeeded",
+    "OutOfDate",
+    "OutOfDateConfigurationNeeded",
+    "Revoked",
+)
+"""The TCB statuses Intel's TCB info v3 uses for SGX; the simulated platform can be put in any of them."""
+
+DEFAULT_CPU_SVN = bytes.fromhex("0e0e0303ff010d000000000000000000")
+DEFAULT_PCE_SVN = 13
+DEFAULT_PCE_ID = bytes(2)
+DEFAULT_FMSPC = bytes.fromhex("0053494d0000")  # 00 'S' 'I' 'M' 00 00: visibly not an Intel FMSPC
+DEFAULT_QE_SVN = 8
+DEFAULT_VALIDITY_DAYS = 30
+DEFAULT_EVALUATION_DATA_NUMBER = 17
+
+_ADVISORY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_CONFIG = "platform.json"
+_SECRET = "platform-secret.bin"
+_ATTESTATION_KEY = "qe-attestation-key.pem"
+_PKI_FILES = {
+    "root": ("root-ca.pem", "root-ca.key"),
+    "processor": ("processor-ca.pem", "processor-ca.key"),
+    "pck": ("pck.pem", "pck.key"),
+    "tcb_signing": ("tcb-signing.pem", "tcb-signing.key"),
+}
+
+
+def default_folder() -> Path:
+    """``$SGX_IOT_PLATFORM``, else ``$XDG_DATA_HOME/sgx-iot/platform``, else ``~/.local/share/sgx-iot/platform``."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home).expanduser() / "sgx-iot" / "platform"
+
+
+def check_tcb_settings(status: str, advisories: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+    """Validate a TCB status and advisory IDs; ``UsageError`` naming the allowed values otherwise."""
+    if status not in TCB_STATUSES:
+        raise UsageError(f"unknown TCB status {status!r}; choose one of {', '.join(TCB_STATUSES)}")
+    for advisory in advisories:
+        if not _ADVISORY.match(advisory):
+            raise UsageError(f"advisory ID {advisory!r} is not a plain identifier such as INTEL-SA-00615")
+    return status, tuple(dict.fromkeys(advisories))
+
+
+@dataclass(frozen=True)
+class TcbSettings:
+    """What the platform's collateral says about its TCB."""
+
+    status: str = "UpToDate"
+    advisories: tuple[str, ...] = ()
+    pck_revoked: bool = False
+    validity_days: int = DEFAULT_VALIDITY_DAYS
+    evaluation_data_number: int = DEFAULT_EVALUATION_DATA_NUMBER
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    """The content of ``platform.json`` (no secrets)."""
+
+    created: str
+    pck: PckInfo
+    qe_id: bytes
+    qe_svn: int
+    tcb: TcbSettings = field(default_factory=TcbSettings)
+
+    def to_json(self) -> str:
+        """The file text."""
+        doc = {
+            "format": CONFIG_FORMAT,
+            "note": "SIMULATED SGX platform (sgx-iot); not real hardware",
+            "created": self.created,
+            "cpu_svn": self.pck.cpu_svn.hex(),
+            "pce_svn": self.pck.pce_svn,
+            "pce_id": self.pck.pce_id.hex(),
+            "fmspc": self.pck.fmspc.hex(),
+            "ppid": self.pck.ppid.hex(),
+            "sgx_type": self.pck.sgx_type,
+            "qe_id": self.qe_id.hex(),
+            "qe_svn": self.qe_svn,
+            "tcb": {
+                "status": self.tcb.status,
+                "advisories": list(self.tcb.advisories),
+                "pck_revoked": self.tcb.pck_revoked,
+                "validity_days": self.tcb.validity_days,
+                "evaluation_data_number": self.tcb.evaluation_data_number,
+            },
+        }
+        return json.dumps(doc, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, path: Path) -> PlatformConfig:
+        """Parse ``platform.json``; ``PlatformError`` PLATFORM_CORRUPT naming the file and the problem."""
+        try:
+            doc = json.loads(text)
+            if doc.get("format") != CONFIG_FORMAT:
+                raise ValueError(f"format is {doc.get('format')!r}, expected {CONFIG_FORMAT!r}")
+            tcb = doc["tcb"]
+            status, advisories = check_tcb_settings(str(tcb["status"]), [str(a) for a in tcb["advisories"]])
+            validity = int(tcb["validity_days"])
+            if not 0 < validity <= 3650:
+                raise ValueError("tcb.validity_days must be between 1 and 3650")
+            config = cls(
+                created=str(doc["created"]),
+                pck=PckInfo(
+                    ppid=bytes.fromhex(doc["ppid"]),
+                    cpu_svn=bytes.fromhex(doc["cpu_svn"]),
+                    pce_svn=int(doc["pce_svn"]),
+                    pce_id=bytes.fromhex(doc["pce_id"]),
+                    fmspc=bytes.fromhex(doc["fmspc"]),
+                    sgx_type=int(doc["sgx_type"]),
+                ),
+                qe_id=bytes.fromhex(doc["qe_id"]),
+                qe_svn=int(doc["qe_svn"]),
+                tcb=TcbSettings(status, advisories, bool(tcb["pck_revoked"]), validity,
+                                int(tcb["evaluation_data_number"])),
+            )  # fmt: skip
+            if len(config.qe_id) != 16 or not 0 <= config.qe_svn <= 0xFFFF:
+                raise ValueError("qe_id must be 16 bytes and qe_svn a u16")
+        except (ValueError, KeyError, TypeError, AttributeError, UsageError) as exc:
+            raise PlatformError(
+                "PLATFORM_CORRUPT", f"{path} is not a valid simulated-platform configuration ({exc})"
+            ) from None
+        return config
+
+
+class PlatformStore:
+    """One simulated platform's folder, loaded. Secrets stay in private attributes and out of ``repr``."""
+
+    def __init__(self, folder: Path, config: PlatformConfig, pki: Pki, secret: bytes,
+                 attestation_key: ec.EllipticCurvePrivateKey) -> None:  # fmt: skip
+        self.folder = folder
+        self.config = config
+        self.pki = pki
+        self._secret = secret
+        self._attestation_key = attestation_key
+
+    def __repr__(self) -> str:
+        return f"PlatformStore(folder={str(self.folder)!r}, kind='simulated')"
+
+    @property
+    def secret(self) -> bytes:
+        """The platform's 32-byte root secret (for key derivation inside the platform only)."""
+        return self._secret
+
+    @property
+    def attestation_key(self) -> ec.EllipticCurvePrivateKey:
+        """The quoting enclave's attestation key."""
+        return self._attestation_key
+
+    # --- opening / creating ------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike[str] | None = None, *, create: bool = True) -> PlatformStore:
+        """Load the platform in ``folder`` (default :func:`default_folder`), creating it first if absent and
+        ``create``. ``PlatformError`` PLATFORM_NOT_INITIALISED / PLATFORM_CORRUPT / PLATFORM_INSECURE."""
+        path = Path(folder).expanduser() if folder is not None else default_folder()
+        if not (path / _CONFIG).is_file():
+            if not create:
+                raise PlatformError(
+                    "PLATFORM_NOT_INITIALISED",
+                    f"no simulated platform in {path}; create one with `sgx-iot sim init --platform {path}`",
+                )
+            return cls.init(path)
+        return cls._load(path)
+
+    @classmethod
+    def init(
+        cls,
+        folder: str | os.PathLike[str] | None = None,
+        *,
+        tcb_status: str = "UpToDate",
+        advisories: Sequence[str] = (),
+        force: bool = False,
+        now: datetime.datetime | None = None,
+    ) -> PlatformStore:
+        """Create a new platform (fresh secret, PKI, attestation key, random PPID and QE ID) in ``folder``.
+
+        An existing platform is kept (and returned) unless ``force``, which replaces every secret: keys sealed
+        on the old platform can no longer be unsealed.
+        """
+        status, advisories = check_tcb_settings(tcb_status, advisories)
+        path = Path(folder).expanduser() if folder is not None else default_folder()
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with _locked(path):
+            if (path / _CONFIG).is_file() and not force:
+                return cls._load(path)
+            if not force and any(p.name != ".lock" for p in path.iterdir()):
+                raise UsageError(f"{path} is not empty and holds no simulated platform; choose an empty folder")
+            os.chmod(path, 0o700)
+            moment = (now or datetime.datetime.now(datetime.timezone.utc)).replace(microsecond=0)
+            info = PckInfo(ppid=secrets.token_bytes(16), cpu_svn=DEFAULT_CPU_SVN, pce_svn=DEFAULT_PCE_SVN,
+                           pce_id=DEFAULT_PCE_ID, fmspc=DEFAULT_FMSPC)  # fmt: skip
+            config = PlatformConfig(
+                created=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                pck=info,
+                qe_id=secrets.token_bytes(16),
+                qe_svn=DEFAULT_QE_SVN,
+                tcb=TcbSettings(status=status, advisories=advisories),
+            )
+            store = cls(path, config, create_pki(info, moment), secrets.token_bytes(32),
+                        ec.generate_private_key(ec.SECP256R1()))  # fmt: skip
+            store._write_all()
+            return store
+
+    @classmethod
+    def _load(cls, path: Path) -> PlatformStore:
+        config = PlatformConfig.from_json(_read_text(path / _CONFIG), path / _CONFIG)
+        certs: dict[str, x509.Certificate] = {}
+        keys: dict[str, ec.EllipticCurvePrivateKey] = {}
+        for role, (cert_name, key_name) in _PKI_FILES.items():
+            certs[role] = _load_cert(path / cert_name)
+            keys[role] = _load_key(path / key_name)
+        pki = Pki(certs["root"], certs["processor"], certs["pck"], certs["tcb_signing"],
+                  keys["root"], keys["processor"], keys["pck"], keys["tcb_signing"])  # fmt: skip
+        secret = _read_secret(path / _SECRET)
+        if len(secret) != 32:
+            raise PlatformError("PLATFORM_CORRUPT", f"{path / _SECRET} must hold 32 bytes, not {len(secret)}")
+        return cls(path, config, pki, secret, _load_key(path / _ATTESTATION_KEY))
+
+    def _write_all(self) -> None:
+        atomic_write(self.folder / _SECRET, self._secret, mode=0o600)
+        atomic_write(self.folder / _ATTESTATION_KEY, _key_pem(self._attestation_key), mode=0o600)
+        pki = self.pki
+        pairs = {
+            "root": (pki.root_cert, pki.root_key),
+            "processor": (pki.processor_cert, pki.processor_key),
+            "pck": (pki.pck_cert, pki.pck_key),
+            "tcb_signing": (pki.tcb_signing_cert, pki.tcb_signing_key),
+        }
+        for role, (cert, key) in pairs.items():
+            cert_name, key_name = _PKI_FILES[role]
+            atomic_write(self.folder / key_name, _key_pem(key), mode=0o600)
+            atomic_write(self.folder / cert_name, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+        atomic_write_text(self.folder / _CONFIG, self.config.to_json(), mode=0o644)
+
+    # --- configuration changes ---------------------------------------------------------------------------
+
+    def set_tcb(self, status: str, advisories: Sequence[str] = ()) -> None:
+        """Make the collateral state TCB ``status`` with ``advisories`` from now on."""
+        status, advisories = check_tcb_settings(status, advisories)
+        self._update(lambda tcb: replace(tcb, status=status, advisories=advisories))
+
+    def set_pck_revoked(self, revoked: bool = True) -> None:
+        """Put the PCK certificate on (or take it off) the PCK CRL."""
+        self._update(lambda tcb: replace(tcb, pck_revoked=revoked))
+
+    def set_validity_days(self, days: int) -> None:
+        """How long issued collateral (TCB info, QE identity, CRLs) stays valid."""
+        if not 0 < days <= 3650:
+            raise UsageError(f"validity must be between 1 and 3650 days, not {days}")
+        self._update(lambda tcb: replace(tcb, validity_days=days))
+
+    def _update(self, change: Any) -> None:
+        with _locked(self.folder):
+            current = PlatformConfig.from_json(_read_text(self.folder / _CONFIG), self.folder / _CONFIG)
+            updated = replace(current, tcb=change(current.tcb))
+            atomic_write_text(self.folder / _CONFIG, updated.to_json(), mode=0o644)
+            self.config = updated
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Serialise creation and configuration changes between processes sharing the folder."""
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())  # fmt: skip
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlatformError("PLATFORM_CORRUPT", f"cannot read {path}: {exc}") from None
+
+
+def _read_secret(path: Path) -> bytes:
+    try:
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise PlatformError(
+                "PLATFORM_INSECURE", f"{path} is accessible to other users (mode {stat.filemode(mode)}); chmod 600 it"
+            )
+        return path.read_bytes()
+    except OSError as exc:
+        raise PlatformError(
+            "PLATFORM_CORRUPT", f"cannot read {path}: {exc.strerror}; recreate with `sgx-iot sim init --force`"
+        ) from None
+
+
+def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    data = _read_secret(path)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except ValueError:
+        raise PlatformError("PLATFORM_CORRUPT", f"{path} is not a PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise PlatformError("PLATFORM_CORRUPT", f"{path} is not a P-256 private key")
+    return key
+
+
+def _load_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except OSError as exc:
+        raise PlatformError("PLATFORM_CORRUPT", f"cannot read {path}: {exc.strerror}") from None
+    except ValueError:
+        raise PlatformError("PLATFORM_CORRUPT", f"{path} is not a PEM certificate") from None

@@ -7,6 +7,7 @@ import typer
 from sgx_iot import __version__
 from sgx_iot.cli import audit, cloud, demo, enclave, gateway, inspect, sim, verify
 from sgx_iot.cli import audit_verify  # noqa: F401
+from sgx_iot.cli import verify_evidence  # noqa: F401  (registers `verify evidence`)
 
 app = typer.Typer(
     name="sgx-iot",

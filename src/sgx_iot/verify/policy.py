@@ -42,6 +42,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from sgx_iot.errors import FormatError
 
@@ -216,7 +217,7 @@ class Policy:
         r.done()
         roots = [_root_from_file(p, (base_dir or Path.cwd()), f"trust.roots[{i}]")
                  for i, p in enumerate(trust.str_list("roots"))]
-        roots += [TrustRoot(h, None, f"pinned {h[:16]}…") for h in trust.hex_list("root_sha256", 32)]
+        roots += [TrustRoot(h, None, "") for h in trust.hex_list("root_sha256", 32)]
         trust_intel = trust.bool("intel", True)
         trust.done()
         accepted = tcb.str_list("accepted_statuses", sorted(DEFAULT_ACCEPTED_STATUSES))
@@ -286,7 +287,8 @@ def _root_from_file(name: str, base_dir: Path, key: str) -> TrustRoot:
         cert = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
     except ValueError:
         raise FormatError("policy", key, None, f"{path} is not a PEM or DER X.509 certificate") from None
-    return TrustRoot.from_der(cert.public_bytes(Encoding.DER), cert.subject.rfc4514_string())
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return TrustRoot.from_der(cert.public_bytes(Encoding.DER), str(cns[0].value) if cns else str(path))
 
 
 class _Reader:

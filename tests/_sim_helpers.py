@@ -69,7 +69,9 @@ def qvl_collateral(collateral: Collateral) -> dcap_qvl.QuoteCollateralV3:
     return dcap_qvl.QuoteCollateralV3.from_json(collateral.to_json())
 
 
-def verify(quote: bytes, collateral: dcap_qvl.QuoteCollateralV3, root_der: bytes, now: int | None = None):  # type: ignore[no-untyped-def]
+def verify(
+    quote: bytes, collateral: dcap_qvl.QuoteCollateralV3, root_der: bytes, now: int | None = None
+) -> dcap_qvl.VerifiedReport:
     """``dcap_qvl.verify_with_root_ca`` at ``now`` (default: the current time)."""
     return dcap_qvl.verify_with_root_ca(quote, collateral, root_der, int(time.time()) if now is None else now)
 

@@ -57,6 +57,10 @@ def test_init_again_keeps_the_platform(folder: Path) -> None:
     code, out = run("init", "--platform", str(folder), "--json")
     assert code == 0 and json.loads(out)["newly_created"] is False
     assert (folder / "platform-secret.bin").read_bytes() == secret
+    run("set-tcb", "OutOfDate", "--platform", str(folder))
+    assert json.loads(run("init", "--platform", str(folder), "--json")[1])["tcb_status"] == "OutOfDate"
+    code, out = run("init", "--platform", str(folder), "--tcb-status", "SWHardeningNeeded", "--json")
+    assert code == 0 and json.loads(out)["tcb_status"] == "SWHardeningNeeded"
     code, _ = run("init", "--platform", str(folder), "--force")
     assert code == 0 and (folder / "platform-secret.bin").read_bytes() != secret
 

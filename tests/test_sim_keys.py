@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from _sim_helpers import NO_DEBUG_MASK, launch
 from sgx_iot.errors import PlatformError
 from sgx_iot.platform.base import EnclaveIdentity
-from sgx_iot.platform.sim import SimPlatform
+from sgx_iot.platform.sim import SimEnclaveRuntime, SimPlatform
 from sgx_iot.platform.sim.keys import (
     OWNER_EPOCH,
     aes_cmac,
@@ -32,10 +32,12 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> SimPlatform:
     return SimPlatform(tmp_path_factory.mktemp("sim") / "platform")
 
 
-def seal_request(runtime, *, policy: int = KeyPolicy.MRSIGNER, key_id: bytes = KEY_ID, **changes) -> KeyRequest:  # type: ignore[no-untyped-def]
+def seal_request(
+    runtime: SimEnclaveRuntime, *, policy: int = KeyPolicy.MRSIGNER, key_id: bytes = KEY_ID, **changes: object
+) -> KeyRequest:
     identity = runtime.identity
     request = seal_key_request(key_id=key_id, cpu_svn=identity.cpu_svn, isv_svn=identity.isv_svn, key_policy=policy)
-    return replace(request, **changes)
+    return replace(request, **changes)  # type: ignore[arg-type]
 
 
 # --- the primitive, against RFC 4493 ------------------------------------------------------------------------
@@ -60,7 +62,8 @@ def _identity() -> EnclaveIdentity:
 
 
 def test_seal_derivation_data_layout() -> None:
-    policy = KeyPolicy.MRENCLAVE | KeyPolicy.MRSIGNER | KeyPolicy.CONFIGID | KeyPolicy.ISVFAMILYID | KeyPolicy.ISVEXTPRODID
+    policy = (KeyPolicy.MRENCLAVE | KeyPolicy.MRSIGNER | KeyPolicy.CONFIGID | KeyPolicy.ISVFAMILYID
+              | KeyPolicy.ISVEXTPRODID)  # fmt: skip
     request = KeyRequest(
         key_name=KeyName.SEAL, key_policy=int(policy), isv_svn=4, cpu_svn=b"\x03" * 16,
         attribute_mask=Attributes(0xFF0000000000000B, 0x3), key_id=b"\x99" * 32, misc_mask=0xF0000000, config_svn=5,

@@ -19,7 +19,7 @@ from sgx_iot.errors import PlatformError
 from sgx_iot.platform.sim import PlatformStore, SimPlatform, build_collateral
 from sgx_iot.platform.sim.qe import DEFAULT_AUTH_DATA, QE_ISV_PROD_ID, QE_MRSIGNER
 from sgx_iot.sgx.dcap_quote import INTEL_QE_VENDOR_ID, DcapQuote
-from sgx_iot.sgx.report import Report
+from sgx_iot.sgx.report import Report, TargetInfo
 
 STATUSES = [
     "UpToDate",
@@ -54,6 +54,8 @@ def test_quote_verifies_up_to_date(platform: SimPlatform, quote: bytes) -> None:
     assert report.ppid == platform.store.config.pck.ppid
     enclave = json.loads(report.to_json())["report"]["SgxEnclave"]
     assert enclave["report_data"] == bytes(range(64)).hex()
+    claims = json.loads(report.to_json())
+    assert claims["qe_status"] == {"status": "UpToDate", "advisory_ids": []}
     assert enclave["mr_enclave"] == DcapQuote.parse(quote).report_body.mr_enclave.hex()
 
 
@@ -214,3 +216,15 @@ def test_each_quote_is_freshly_signed(platform: SimPlatform) -> None:
     runtime = launch(platform)
     first, second = quote_for(runtime), quote_for(runtime)
     assert first[:432] == second[:432] and first != second  # ECDSA signatures are randomised
+
+
+def test_qe_isvsvn_is_configurable(fresh: SimPlatform) -> None:
+    fresh.store.set_qe_svn(11)
+    platform = SimPlatform(fresh.store.folder)
+    assert TargetInfo.parse(platform.quoting_enclave.target_info().to_bytes()) == platform.quoting_enclave.target_info()
+    quote = quote_for(launch(platform))
+    parsed = DcapQuote.parse(quote)
+    assert parsed.header.qe_svn == parsed.signature_data.qe_report.isv_svn == 11
+    report = verify(quote, qvl_collateral(build_collateral(platform.store)), platform.store.pki.root_der())
+    assert report.status == "UpToDate"
+    assert json.loads(build_collateral(platform.store).qe_identity)["tcbLevels"][0]["tcb"]["isvsvn"] == 11

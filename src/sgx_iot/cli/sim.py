@@ -68,7 +68,10 @@ def _render_info(info: dict[str, Any]) -> None:
 @handle_errors
 def init(
     platform: Path | None = _platform_option(),
-    tcb_status: str = typer.Option("UpToDate", "--tcb-status", help=f"TCB status the collateral states: {_STATUSES}."),
+    tcb_status: str | None = typer.Option(
+        None, "--tcb-status", help=f"TCB status the collateral states (default UpToDate): {_STATUSES}.",
+        show_default=False,
+    ),
     advisory: list[str] = typer.Option([], "--advisory", help="Advisory ID to attach (repeatable)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing platform (its sealed data is lost)."),
     json_: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
@@ -88,10 +91,10 @@ def init(
     existed = PlatformStore.open(folder, create=False) if not force and _exists(folder) else None
     if existed is not None:
         store = existed
-        if tcb_status != store.config.tcb.status or advisory:
-            store.set_tcb(tcb_status, advisory)
+        if tcb_status is not None or advisory:
+            store.set_tcb(tcb_status or store.config.tcb.status, advisory)
     else:
-        store = PlatformStore.init(folder, tcb_status=tcb_status, advisories=advisory, force=force)
+        store = PlatformStore.init(folder, tcb_status=tcb_status or "UpToDate", advisories=advisory, force=force)
     info = platform_info(store)
     if json_:
         print_json({"newly_created": existed is None, **info})

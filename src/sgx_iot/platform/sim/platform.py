@@ -67,7 +67,8 @@ class SimPlatform:
         try:
             sigstruct.verify()
         except VerificationError as exc:
-            raise PlatformError("EINIT_BAD_SIGSTRUCT", f"EINIT refused the enclave: {exc.message} ({exc.code})") from None
+            message = f"EINIT refused the enclave: {exc.message} ({exc.code})"
+            raise PlatformError("EINIT_BAD_SIGSTRUCT", message) from None
 
         # SECS attributes as the loader sets them before EINIT: the SIGSTRUCT's, INIT clear, DEBUG as requested.
         base_flags = sigstruct.attributes.flags & ~int(AttributeFlags.INIT | AttributeFlags.DEBUG)

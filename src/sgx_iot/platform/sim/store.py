@@ -299,10 +299,17 @@ class PlatformStore:
             raise UsageError(f"validity must be between 1 and 3650 days, not {days}")
         self._update(lambda tcb: replace(tcb, validity_days=days))
 
-    def _update(self, change: Any) -> None:
+    def set_qe_svn(self, svn: int) -> None:
+        """The quoting enclave's ISVSVN (quotes of SimPlatforms opened afterwards carry it; so does the QE
+        identity, whose only TCB level is this ISVSVN, UpToDate)."""
+        if not 0 <= svn <= 0xFFFF:
+            raise UsageError(f"QE ISVSVN must be between 0 and 65535, not {svn}")
+        self._update(lambda config: replace(config, qe_svn=svn), whole=True)
+
+    def _update(self, change: Any, *, whole: bool = False) -> None:
         with _locked(self.folder):
             current = PlatformConfig.from_json(_read_text(self.folder / _CONFIG), self.folder / _CONFIG)
-            updated = replace(current, tcb=change(current.tcb))
+            updated = change(current) if whole else replace(current, tcb=change(current.tcb))
             atomic_write_text(self.folder / _CONFIG, updated.to_json(), mode=0o644)
             self.config = updated
 

@@ -102,12 +102,21 @@ def read_quote(path: Path) -> MrenclaveReading:
                             note="read from the quote; its signatures are not checked (use: sgx-iot verify quote)")
 
 
+def read_source(spec: str) -> MrenclaveReading:
+    """MRENCLAVE of sgx-iot's own enclave built from a trusted source tree (folder or git ``URL[@rev]``)."""
+    from sgx_iot.audit import mrenclave_from_source
+
+    measured = mrenclave_from_source(spec)
+    return MrenclaveReading("src", spec, measured.mrenclave, measured.identity(), note=measured.note())
+
+
 def _identity(body: ReportBody) -> dict[str, Any]:
     return {"mrsigner": body.mr_signer.hex(), "isv_prod_id": body.isv_prod_id, "isv_svn": body.isv_svn,
             "debug": body.attributes.debug}
 
 
-_READERS: dict[str, Callable[[Path], MrenclaveReading]] = {
+_READERS: dict[str, Callable[[Any], MrenclaveReading]] = {
+    "--src": read_source,
     "--signed-binary": read_signed_binary,
     "--ias-response": read_ias_response,
     "--quote": read_quote,
@@ -117,6 +126,8 @@ _READERS: dict[str, Callable[[Path], MrenclaveReading]] = {
 @app.command("mrenclave")
 @handle_errors
 def mrenclave(
+    src: Annotated[str | None, typer.Option(
+        "--src", metavar="DIR|URL[@rev]", help="sgx-iot's trusted enclave source: a folder or a git URL@rev.")] = None,
     signed_binary: Annotated[Path | None, typer.Option(
         "--signed-binary", help="A signed Intel SGX SDK enclave (*.signed.so): its metadata is replayed.")] = None,
     ias_response: Annotated[Path | None, typer.Option(
@@ -125,9 +136,13 @@ def mrenclave(
         "--quote", help="A DCAP quote v3 or an EPID quote (binary).")] = None,
     json_output: _JSON = False,
 ) -> None:
-    """Print an enclave's MRENCLAVE, from exactly one of a signed enclave, an IAS report or a quote.
+    """Print an enclave's MRENCLAVE, from exactly one of a source tree, a signed enclave, an IAS report or a quote.
 
     Examples:
+
+        sgx-iot audit mrenclave --src ./src
+
+        sgx-iot audit mrenclave --src https://example.org/sgx-iot.git@v0.1.0
 
         sgx-iot audit mrenclave --signed-binary enclave.signed.so
 
@@ -141,10 +156,11 @@ def mrenclave(
 
     Reports and quotes are only read here, not verified (see `sgx-iot verify`). Exit 2 on unusable input.
     """
-    given = {name: path for name, path in (("--signed-binary", signed_binary), ("--ias-response", ias_response),
-                                           ("--quote", quote)) if path is not None}
+    given = {name: value for name, value in (("--src", src), ("--signed-binary", signed_binary),
+                                             ("--ias-response", ias_response), ("--quote", quote))
+             if value is not None}
     if len(given) != 1:
-        raise UsageError("give exactly one of --signed-binary, --ias-response or --quote"
+        raise UsageError("give exactly one of --src, --signed-binary, --ias-response or --quote"
                          + (f" (got {', '.join(given)})" if given else ""))
     (option, path), = given.items()
     reading = _READERS[option](path)
@@ -166,7 +182,8 @@ def _render(reading: MrenclaveReading) -> None:
     table.add_row("MRENCLAVE", reading.mrenclave.hex())
     table.add_row("from", f"{reading.source} {reading.file}")
     for key, value in reading.identity.items():
-        table.add_row(key, str(value))
+        if value is not None:
+            table.add_row(key, str(value))
     console.print(table)
     if reading.blobs:
         blobs = Table("blob", "metadata", "replayed MRENCLAVE", "SIGSTRUCT ENCLAVEHASH")

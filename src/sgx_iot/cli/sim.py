@@ -14,7 +14,8 @@ from sgx_iot.errors import UsageError
 from sgx_iot.platform.sim import pccs
 from sgx_iot.platform.sim.collateral import build_collateral
 from sgx_iot.platform.sim.info import SIMULATED_NOTICE, platform_info, root_certificate
-from sgx_iot.platform.sim.store import TCB_STATUSES, PlatformStore, default_folder
+from sgx_iot.platform.sim.pki import fingerprint
+from sgx_iot.platform.sim.store import TCB_STATUSES, PlatformStore, initialise
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -78,8 +79,7 @@ def init(
 ) -> None:
     """Create the simulated platform (secret, PKI, quoting-enclave key), or show the existing one.
 
-    On an existing platform, --tcb-status/--advisory update its TCB state (like `set-tcb`); --force replaces it
-    with a new one: every key it sealed becomes unrecoverable.
+    On an existing platform, --tcb-status/--advisory update its TCB state (like `set-tcb`); --force replaces it with a new one: every key it sealed becomes unrecoverable.
 
     Examples:
 
@@ -87,25 +87,14 @@ def init(
 
       sgx-iot sim init --platform /tmp/plat --tcb-status SWHardeningNeeded --advisory INTEL-SA-00615
     """
-    folder = platform
-    existed = PlatformStore.open(folder, create=False) if not force and _exists(folder) else None
-    if existed is not None:
-        store = existed
-        if tcb_status is not None or advisory:
-            store.set_tcb(tcb_status or store.config.tcb.status, advisory)
-    else:
-        store = PlatformStore.init(folder, tcb_status=tcb_status or "UpToDate", advisories=advisory, force=force)
+    store, created = initialise(platform, tcb_status=tcb_status, advisories=advisory, force=force)
     info = platform_info(store)
     if json_:
-        print_json({"newly_created": existed is None, **info})
+        print_json({"newly_created": created, **info})
         return
-    verb = "already initialised in" if existed is not None else "initialised in"
+    verb = "initialised in" if created else "already initialised in"
     console.print(f"Simulated SGX platform {verb} {store.folder}", highlight=False)
     _render_info(info)
-
-
-def _exists(folder: Path | None) -> bool:
-    return ((folder or default_folder()).expanduser() / "platform.json").is_file()
 
 
 @app.command("info")
@@ -195,9 +184,8 @@ def root(
         raise UsageError(f"unknown --format {fmt!r}; use pem or der")
     store = _open(platform)
     atomic_write(out, root_certificate(store, chosen), mode=0o644)
-    info_ = platform_info(store)
     console.print(
-        f"wrote the SIMULATED root CA ({chosen.upper()}, SHA-256 {info_['root_ca']['sha256']}) to {out}; "
+        f"wrote the SIMULATED root CA ({chosen.upper()}, SHA-256 {fingerprint(store.pki.root_cert)}) to {out}; "
         "trust it for testing only",
         highlight=False,
     )

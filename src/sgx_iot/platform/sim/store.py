@@ -314,6 +314,24 @@ class PlatformStore:
             self.config = updated
 
 
+def initialise(
+    folder: str | os.PathLike[str] | None = None,
+    *,
+    tcb_status: str | None = None,
+    advisories: Sequence[str] = (),
+    force: bool = False,
+) -> tuple[PlatformStore, bool]:
+    """``sgx-iot sim init``: create the platform (TCB status default UpToDate), or keep the existing one and apply
+    ``tcb_status``/``advisories`` if given; ``force`` replaces it. Returns the store and whether it is new."""
+    path = Path(folder).expanduser() if folder is not None else default_folder()
+    if not force and (path / _CONFIG).is_file():
+        store = PlatformStore.open(path, create=False)
+        if tcb_status is not None or advisories:
+            store.set_tcb(tcb_status or store.config.tcb.status, advisories)
+        return store, False
+    return PlatformStore.init(path, tcb_status=tcb_status or "UpToDate", advisories=advisories, force=force), True
+
+
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
     """Serialise creation and configuration changes between processes sharing the folder."""

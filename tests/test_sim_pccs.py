@@ -134,3 +134,23 @@ def test_refuses_folder_without_platform(tmp_path: Path) -> None:
     with pytest.raises(PlatformError) as err:
         pccs.create_app(tmp_path)
     assert err.value.code == "PLATFORM_NOT_INITIALISED"
+
+
+def test_port_in_use_is_a_usage_error(platform: SimPlatform, url: str) -> None:
+    port = int(url.rsplit(":", 1)[1])
+    with pytest.raises(UsageError, match="port"):
+        with pccs.running(platform.store.folder, port=port):
+            pass
+
+
+def test_ipv6_loopback(platform: SimPlatform, quote: bytes) -> None:
+    try:
+        context = pccs.running(platform.store.folder, host="::1")
+        base = context.__enter__()
+    except UsageError:
+        pytest.skip("no IPv6 loopback on this machine")
+    try:
+        assert base.startswith("http://[::1]:")
+        assert httpx.get(base + "/").status_code == 200
+    finally:
+        context.__exit__(None, None, None)

@@ -130,21 +130,35 @@ def check_loopback(host: str) -> None:
         )
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening-ready socket on loopback ``host``:``port`` (``UsageError`` if not loopback or in use)."""
+    check_loopback(host)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {host} port {port}: {exc.strerror}; choose another --port") from None
+    return sock
+
+
 def serve(folder: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8081) -> None:
     """Serve the collateral of the platform in ``folder`` until interrupted (blocking)."""
-    check_loopback(host)
-    uvicorn.run(create_app(folder), host=host, port=port, log_level="info")
+    app = create_app(folder)
+    sock = _bind(host, port)
+    try:
+        uvicorn.Server(uvicorn.Config(app, log_level="info", lifespan="off")).run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 @contextlib.contextmanager
 def running(folder: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Run the service in a background thread (``port`` 0: a free port); yields its base URL, stops on exit."""
-    check_loopback(host)
     app = create_app(folder)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="sim-pccs")
@@ -156,7 +170,7 @@ def running(folder: str | os.PathLike[str], *, host: str = "127.0.0.1", port: in
             raise PlatformError("PCCS_START_FAILED", f"the simulated PCCS did not start on {host}:{bound_port}")
         time.sleep(0.01)
     try:
-        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        shown = f"[{host}]" if ":" in host else host
         yield f"http://{shown}:{bound_port}"
     finally:
         server.should_exit = True

@@ -61,8 +61,9 @@ class SimPlatform:
         """EINIT ``image`` with ``sigstruct``; see :meth:`sgx_iot.platform.base.Platform.launch`.
 
         Checks, in the order of the EINIT instruction: the SIGSTRUCT signature (EINIT_BAD_SIGSTRUCT), the
-        attributes and MISCSELECT under the SIGSTRUCT's masks (EINIT_ATTRIBUTES; a debug launch needs a mask that
-        leaves DEBUG free), then MRENCLAVE = ENCLAVEHASH (EINIT_MRENCLAVE_MISMATCH, naming both).
+        attributes under the SIGSTRUCT's attribute mask (EINIT_ATTRIBUTES; a debug launch needs a mask that leaves
+        DEBUG free), then MRENCLAVE = ENCLAVEHASH (EINIT_MRENCLAVE_MISMATCH, naming both; an image that cannot be
+        measured is EINIT_BAD_IMAGE). The SECS takes MISCSELECT from the SIGSTRUCT, so it always passes its mask.
         """
         try:
             sigstruct.verify()

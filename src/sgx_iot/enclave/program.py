@@ -252,6 +252,9 @@ class EnclaveProgram:
         except FormatError as exc:
             raise Refusal(ErrorCode.UNSEAL_CORRUPT, f"the sealed key is corrupt: not an sgx_sealed_data_t blob "
                           f"({exc})") from None
+        if any(sealed.reserved1) or any(sealed.reserved2):
+            # Not covered by the GCM tag in the SDK format; refuse them so that no tampering goes unnoticed.
+            raise Refusal(ErrorCode.UNSEAL_CORRUPT, "the sealed key is corrupt: its reserved header bytes are not zero")
         request = sealed.key_request
         if request.key_name != KeyName.SEAL or request.key_policy not in _SEAL_POLICIES:
             raise self._diagnose(sealed, "its key request is not a SEAL request with an MRSIGNER or MRENCLAVE policy")

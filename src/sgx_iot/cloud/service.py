@@ -1,0 +1,436 @@
+"""The relying party's logic, free of any web framework: challenges, registration by attestation, revocation,
+ingest of signed readings, queries. :mod:`sgx_iot.cloud.api` exposes it over HTTP; tests may call it directly.
+
+Rules it enforces:
+
+* a nonce is single-use and expires ``policy.nonce_lifetime`` seconds after it was issued; it is consumed, in the
+  same transaction that registers the key, only by a successful registration;
+* a gateway's key is set or changed only by a successful appraisal (:func:`sgx_iot.verify.appraise.appraise`);
+  a refused registration stores nothing but one audit-log row; a revoked gateway stays revoked;
+* a reading is accepted only if its signature verifies under the gateway's *current* attested key; the same
+  reading (gateway, seq, timestamp, payload) sent again is acknowledged as a duplicate and not stored twice; a
+  different reading with a used sequence number is refused (``REPLAYED_READING``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from sgx_iot.errors import SgxIotError, VerificationError
+from sgx_iot.verify.appraise import AppraisalResult, appraise, load_p256_public_key
+from sgx_iot.verify.collateral import CollateralSource
+from sgx_iot.verify.ear import DEFAULT_LIFETIME, DEFAULT_VERIFIER_ID, issue_ear
+from sgx_iot.verify.evidence import Evidence
+from sgx_iot.verify.policy import Policy
+from sgx_iot.verify.readings import SignedReading, check_gateway_name, verify_reading
+
+from sgx_iot.cloud.models import AttestationRow, AuditRow, ChallengeRow, GatewayRow, ReadingRow
+
+NONCE_BYTES = 32
+MAX_READINGS_PAGE = 1000
+_MESSAGE_LIMIT = 1000
+
+
+class NotFoundError(SgxIotError):
+    """Something named does not exist (``code`` says what)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """A nonce handed to a gateway, to be bound into its next quote."""
+
+    nonce: bytes
+    created_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class GatewayInfo:
+    """A registered gateway as the registry knows it."""
+
+    name: str
+    status: str  # "active" | "revoked"
+    public_key_pem: str
+    key_sha256: str
+    platform: str
+    enclave: dict[str, Any]
+    tcb_status: str
+    advisory_ids: list[str]
+    policy_id: str
+    created_at: int
+    updated_at: int
+    revoked_at: int | None
+    revoked_reason: str | None
+
+    @classmethod
+    def from_row(cls, row: GatewayRow) -> GatewayInfo:
+        """From its database row."""
+        return cls(
+            name=row.name, status="revoked" if row.revoked_at is not None else "active",
+            public_key_pem=row.public_key_pem, key_sha256=row.key_sha256, platform=row.platform,
+            enclave={"mrenclave": row.mrenclave, "mrsigner": row.mrsigner, "isv_prod_id": row.isv_prod_id,
+                     "isv_svn": row.isv_svn},
+            tcb_status=row.tcb_status, advisory_ids=json.loads(row.advisory_ids), policy_id=row.policy_id,
+            created_at=row.created_at, updated_at=row.updated_at, revoked_at=row.revoked_at,
+            revoked_reason=row.revoked_reason,
+        )
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A successful registration: the gateway, the EAR token, the appraisal, and whether the key changed."""
+
+    gateway: GatewayInfo
+    ear: str
+    appraisal: AppraisalResult
+    created: bool
+    key_changed: bool
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What happened to one reading of a batch: ``stored``, ``duplicate`` (already stored) or ``refused``."""
+
+    index: int
+    gateway: str
+    seq: int
+    status: str
+    code: str | None
+    message: str
+
+    @property
+    def acknowledged(self) -> bool:
+        """True when the cloud holds this reading (now or from before): the gateway may drop it from its outbox."""
+        return self.status in ("stored", "duplicate")
+
+
+@dataclass(frozen=True)
+class StoredReading:
+    """An accepted reading, with what is needed to verify it again."""
+
+    gateway: str
+    seq: int
+    timestamp: int
+    payload: bytes
+    signature: bytes
+    key_sha256: str
+    received_at: int
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One audit-log entry."""
+
+    at: int
+    action: str
+    gateway: str | None
+    code: str
+    message: str
+    remote: str | None
+    detail: dict[str, Any] | None
+
+
+def key_fingerprint(public_key: ec.EllipticCurvePublicKey) -> str:
+    """SHA-256 (hex) of the key's SubjectPublicKeyInfo DER."""
+    spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+class CloudService:
+    """The registry of attested gateways and the store of verified readings."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        policy: Policy,
+        verifier_key: ec.EllipticCurvePrivateKey,
+        *,
+        collateral: CollateralSource | None = None,
+        clock: Callable[[], float] = time.time,
+        ear_lifetime: int = DEFAULT_LIFETIME,
+        verifier_id: dict[str, str] | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.policy = policy
+        self.verifier_key = verifier_key
+        self.collateral = collateral
+        self.clock = clock
+        self.ear_lifetime = ear_lifetime
+        self.verifier_id = verifier_id or dict(DEFAULT_VERIFIER_ID)
+        self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
+        self._keys_lock = threading.Lock()
+
+    def now(self) -> int:
+        """The service's current time (Unix seconds)."""
+        return int(self.clock())
+
+    # --- challenges -----------------------------------------------------------------------------------------
+
+    def issue_challenge(self) -> Challenge:
+        """A fresh random nonce, valid for the policy's nonce lifetime, single-use."""
+        now = self.now()
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        challenge = Challenge(nonce, now, now + self.policy.nonce_lifetime)
+        with self.sessions.begin() as s:
+            s.add(ChallengeRow(nonce=nonce.hex(), created_at=now, expires_at=challenge.expires_at))
+        return challenge
+
+    def _nonce_check(self, now: int) -> Callable[[bytes], None]:
+        def check(nonce: bytes) -> None:
+            with self.sessions() as s:
+                row = s.get(ChallengeRow, nonce.hex())
+            if row is None:
+                raise VerificationError("NONCE_UNKNOWN", "this nonce was not issued by this service "
+                                                         "(ask POST /v1/challenges for one)")
+            if row.used_at is not None:
+                raise VerificationError("NONCE_UNKNOWN", "this nonce was already used: nonces are single-use, "
+                                                         "ask for a new challenge")
+            if now > row.expires_at:
+                raise VerificationError("NONCE_EXPIRED", f"this nonce expired {now - row.expires_at} s ago; ask for "
+                                                         "a new challenge and attest again")
+
+        return check
+
+    # --- registration ---------------------------------------------------------------------------------------
+
+    def register(self, name: str, evidence: Evidence, *, remote: str | None = None) -> Registration:
+        """Appraise ``evidence``; on success register or re-key gateway ``name`` and return its EAR.
+
+        Raises ``VerificationError`` (the appraisal's first failure code, or GATEWAY_REVOKED, NONCE_UNKNOWN on a
+        lost race) after writing one audit-log row; nothing else is stored then.
+        """
+        check_gateway_name(name, "registration")
+        now = self.now()
+        with self.sessions() as s:
+            existing = s.scalars(select(GatewayRow).where(GatewayRow.name == name)).first()
+        if existing is not None and existing.revoked_at is not None:
+            self._refuse("register", name, "GATEWAY_REVOKED",
+                         f"gateway {name!r} was revoked and cannot register again", remote)
+        result = appraise(evidence, self.policy, now=now, nonce_check=self._nonce_check(now),
+                          collateral=self.collateral)
+        if not result.affirming:
+            code = result.code or "APPRAISAL_FAILED"
+            self._refuse("register", name, code, result.sentence, remote,
+                         {"policy_id": result.policy_id, "enclave": result.enclave.to_dict() if result.enclave else None,
+                          "failed_checks": [c.name for c in result.failures]})
+        key = result.public_key()
+        fingerprint = key_fingerprint(key)
+        token = issue_ear(result, self.verifier_key, iat=now, lifetime=self.ear_lifetime,
+                          verifier_id=self.verifier_id, subject=name)
+        try:
+            try:
+                return self._store_registration(name, result, fingerprint, token, now)
+            except IntegrityError:
+                # Another request registered the same new name at the same moment: retry once as an update.
+                return self._store_registration(name, result, fingerprint, token, now)
+        except VerificationError as exc:
+            self._refuse("register", name, exc.code, exc.message, remote)
+            raise  # pragma: no cover - _refuse raises
+
+    def _store_registration(self, name: str, result: AppraisalResult, fingerprint: str, token: str,
+                            now: int) -> Registration:
+        enclave = result.enclave
+        assert enclave is not None
+        with self.sessions.begin() as s:
+            consumed = s.execute(
+                update(ChallengeRow)
+                .where(ChallengeRow.nonce == result.nonce.hex(), ChallengeRow.used_at.is_(None),
+                       ChallengeRow.expires_at >= now)
+                .values(used_at=now)
+            ).rowcount
+            if consumed != 1:
+                raise VerificationError("NONCE_UNKNOWN", "this nonce was already used by a concurrent registration")
+            row = s.scalars(select(GatewayRow).where(GatewayRow.name == name).with_for_update()).first()
+            if row is not None and row.revoked_at is not None:
+                raise VerificationError("GATEWAY_REVOKED", f"gateway {name!r} was revoked and cannot register again")
+            created = row is None
+            key_changed = created or row.key_sha256 != fingerprint  # type: ignore[union-attr]
+            fields = dict(
+                updated_at=now, public_key_pem=result.public_key_pem, key_sha256=fingerprint,
+                platform=result.platform, mrenclave=enclave.mrenclave.hex(), mrsigner=enclave.mrsigner.hex(),
+                isv_prod_id=enclave.isv_prod_id, isv_svn=enclave.isv_svn, tcb_status=result.tcb_status or "",
+                advisory_ids=json.dumps(list(result.advisory_ids)), policy_id=result.policy_id,
+            )
+            if row is None:
+                row = GatewayRow(name=name, created_at=now, **fields)
+                s.add(row)
+            else:
+                for k, v in fields.items():
+                    setattr(row, k, v)
+            s.flush()
+            s.add(AttestationRow(
+                gateway_id=row.id, created_at=now, public_key_pem=result.public_key_pem, key_sha256=fingerprint,
+                mrenclave=fields["mrenclave"], mrsigner=fields["mrsigner"], isv_prod_id=enclave.isv_prod_id,
+                isv_svn=enclave.isv_svn, tcb_status=fields["tcb_status"], advisory_ids=fields["advisory_ids"],
+                policy_id=result.policy_id, nonce=result.nonce.hex(), ear=token,
+            ))
+            info = GatewayInfo.from_row(row)
+        return Registration(info, token, result, created, key_changed)
+
+    # --- registry -------------------------------------------------------------------------------------------
+
+    def list_gateways(self) -> list[GatewayInfo]:
+        """Every registered gateway, by name."""
+        with self.sessions() as s:
+            return [GatewayInfo.from_row(r) for r in s.scalars(select(GatewayRow).order_by(GatewayRow.name))]
+
+    def get_gateway(self, name: str) -> GatewayInfo:
+        """The gateway called ``name`` (``NotFoundError`` GATEWAY_NOT_FOUND otherwise)."""
+        with self.sessions() as s:
+            row = s.scalars(select(GatewayRow).where(GatewayRow.name == name)).first()
+        if row is None:
+            raise NotFoundError("GATEWAY_NOT_FOUND", f"no gateway called {name!r} is registered")
+        return GatewayInfo.from_row(row)
+
+    def revoke(self, name: str, reason: str = "", *, remote: str | None = None) -> GatewayInfo:
+        """Revoke gateway ``name``: its readings are refused from now on and it cannot register again."""
+        now = self.now()
+        with self.sessions.begin() as s:
+            row = s.scalars(select(GatewayRow).where(GatewayRow.name == name).with_for_update()).first()
+            if row is None:
+                raise NotFoundError("GATEWAY_NOT_FOUND", f"no gateway called {name!r} is registered")
+            if row.revoked_at is None:
+                row.revoked_at = now
+                row.revoked_reason = reason[:500] or None
+                s.add(AuditRow(at=now, action="revoke", gateway=name, code="GATEWAY_REVOKED",
+                               message=(reason or "revoked by an administrator")[:_MESSAGE_LIMIT], remote=remote))
+            return GatewayInfo.from_row(row)
+
+    # --- readings -------------------------------------------------------------------------------------------
+
+    def _public_key(self, row: GatewayRow) -> ec.EllipticCurvePublicKey:
+        key = self._keys.get(row.key_sha256)
+        if key is None:
+            key = load_p256_public_key(row.public_key_pem)
+            with self._keys_lock:
+                if len(self._keys) > 10_000:
+                    self._keys.clear()
+                self._keys[row.key_sha256] = key
+        return key
+
+    def ingest(self, batch: Sequence[SignedReading], *, remote: str | None = None) -> list[Verdict]:
+        """Verify and store a batch of signed readings; one verdict per reading, in order."""
+        try:
+            return self._ingest(batch, remote)
+        except IntegrityError:
+            # A concurrent batch stored some of the same (gateway, seq): redo; they are now seen as stored.
+            return self._ingest(batch, remote)
+
+    def _ingest(self, batch: Sequence[SignedReading], remote: str | None) -> list[Verdict]:
+        now = self.now()
+        verdicts: list[Verdict | None] = [None] * len(batch)
+        refused: list[AuditRow] = []
+
+        def refuse(i: int, code: str, message: str) -> None:
+            r = batch[i].reading
+            verdicts[i] = Verdict(i, r.gateway, r.seq, "refused", code, message)
+            refused.append(AuditRow(at=now, action="reading", gateway=r.gateway, code=code,
+                                    message=message[:_MESSAGE_LIMIT], remote=remote,
+                                    detail=json.dumps({"seq": r.seq})))
+
+        with self.sessions.begin() as s:
+            names = {sr.reading.gateway for sr in batch}
+            gateways = {g.name: g for g in s.scalars(select(GatewayRow).where(GatewayRow.name.in_(names)))}
+            candidates: list[int] = []
+            for i, sr in enumerate(batch):
+                r = sr.reading
+                gw = gateways.get(r.gateway)
+                if gw is None:
+                    refuse(i, "UNKNOWN_GATEWAY", f"no gateway called {r.gateway!r} is registered; register it "
+                                                 "by attestation first")
+                elif gw.revoked_at is not None:
+                    refuse(i, "GATEWAY_REVOKED", f"gateway {r.gateway!r} was revoked; its readings are refused")
+                else:
+                    try:
+                        verify_reading(r, sr.signature, self._public_key(gw))
+                    except VerificationError as exc:
+                        refuse(i, exc.code, exc.message)
+                    else:
+                        candidates.append(i)
+            existing: dict[tuple[int, int], tuple[int, bytes]] = {}
+            keys = list({(gateways[batch[i].reading.gateway].id, batch[i].reading.seq) for i in candidates})
+            for chunk in range(0, len(keys), 500):
+                part = keys[chunk : chunk + 500]
+                rows = s.execute(select(ReadingRow.gateway_id, ReadingRow.seq, ReadingRow.timestamp,
+                                        ReadingRow.payload)
+                                 .where(tuple_(ReadingRow.gateway_id, ReadingRow.seq).in_(part)))
+                for gid, seq, ts, payload in rows:
+                    existing[(gid, seq)] = (ts, bytes(payload))
+            new_rows: list[dict[str, Any]] = []
+            for i in candidates:
+                sr = batch[i]
+                r = sr.reading
+                gw = gateways[r.gateway]
+                seen = existing.get((gw.id, r.seq))
+                if seen is None:
+                    existing[(gw.id, r.seq)] = (r.timestamp, r.payload)
+                    new_rows.append(dict(gateway_id=gw.id, seq=r.seq, timestamp=r.timestamp, payload=r.payload,
+                                         signature=sr.signature, key_sha256=gw.key_sha256, received_at=now))
+                    verdicts[i] = Verdict(i, r.gateway, r.seq, "stored", None, "verified and stored")
+                elif seen == (r.timestamp, r.payload):
+                    verdicts[i] = Verdict(i, r.gateway, r.seq, "duplicate", None, "already stored (acknowledged)")
+                else:
+                    refuse(i, "REPLAYED_READING", f"gateway {r.gateway!r} already sent a different reading with "
+                                                  f"sequence number {r.seq}")
+            if new_rows:
+                s.execute(ReadingRow.__table__.insert(), new_rows)
+            if refused:
+                s.add_all(refused)
+        return [v for v in verdicts if v is not None]
+
+    def list_readings(self, gateway: str | None = None, since: int | None = None,
+                      limit: int = 100) -> list[StoredReading]:
+        """Stored readings, oldest first by timestamp, optionally of one gateway and from ``since`` (inclusive)."""
+        limit = max(1, min(limit, MAX_READINGS_PAGE))
+        query = (select(ReadingRow, GatewayRow.name).join(GatewayRow, GatewayRow.id == ReadingRow.gateway_id)
+                 .order_by(ReadingRow.timestamp, ReadingRow.id).limit(limit))
+        if gateway is not None:
+            query = query.where(GatewayRow.name == gateway)
+        if since is not None:
+            query = query.where(ReadingRow.timestamp >= since)
+        with self.sessions() as s:
+            if gateway is not None and s.scalars(select(GatewayRow.id).where(GatewayRow.name == gateway)).first() is None:
+                raise NotFoundError("GATEWAY_NOT_FOUND", f"no gateway called {gateway!r} is registered")
+            return [StoredReading(name, r.seq, r.timestamp, bytes(r.payload), bytes(r.signature), r.key_sha256,
+                                  r.received_at) for r, name in s.execute(query)]
+
+    # --- audit ----------------------------------------------------------------------------------------------
+
+    def _refuse(self, action: str, gateway: str | None, code: str, message: str, remote: str | None,
+                detail: dict[str, Any] | None = None) -> None:
+        """Record a refused attempt, then raise it as ``VerificationError``."""
+        self.audit(action, gateway, code, message, remote, detail)
+        raise VerificationError(code, message)
+
+    def audit(self, action: str, gateway: str | None, code: str, message: str, remote: str | None = None,
+              detail: dict[str, Any] | None = None) -> None:
+        """Append one audit-log row (never put keys, tokens or payloads in ``message``/``detail``)."""
+        with self.sessions.begin() as s:
+            s.add(AuditRow(at=self.now(), action=action[:32], gateway=(gateway or None) and gateway[:64],
+                           code=code[:64], message=message[:_MESSAGE_LIMIT], remote=remote and remote[:64],
+                           detail=json.dumps(detail) if detail is not None else None))
+
+    def audit_events(self, limit: int = 100) -> list[AuditEvent]:
+        """The most recent audit-log entries, newest first."""
+        with self.sessions() as s:
+            rows = s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(max(1, min(limit, 1000))))
+            return [AuditEvent(r.at, r.action, r.gateway, r.code, r.message, r.remote,
+                               json.loads(r.detail) if r.detail else None) for r in rows]

@@ -1,0 +1,220 @@
+"""The gateway's durable outbox (SQLite): sequence numbers, signatures, acknowledgements, dead letters, crashes.
+
+The crash tests kill a real process (SIGKILL) that is writing to the outbox, then reopen the file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sgx_iot.errors import FormatError
+from sgx_iot.gateway.cloud_client import RetryPolicy
+from sgx_iot.gateway.outbox import OUTBOX_FILE, Outbox
+from sgx_iot.verify.readings import MAX_PAYLOAD, Reading
+
+
+def test_sequence_numbers_are_consecutive_and_survive_reopening(tmp_path: Path) -> None:
+    with Outbox.in_folder(tmp_path, clock=lambda: 1_700_000_000.5) as box:
+        first = box.enqueue("gw", [b"a", b"b", b"c"])
+        assert [r.seq for r in first] == [0, 1, 2]
+        assert first[0] == Reading("gw", 0, 1_700_000_000, b"a")
+    with Outbox.in_folder(tmp_path) as box:
+        assert box.next_seq() == 3
+        assert [r.seq for r in box.enqueue("gw", [b"d"], timestamp=5)] == [3]
+        assert box.depth() == 4
+        assert [r.payload for r in box.unsigned(10)] == [b"a", b"b", b"c", b"d"]
+
+
+def test_numbers_are_not_reused_after_entries_leave(tmp_path: Path) -> None:
+    with Outbox.in_folder(tmp_path) as box:
+        readings = box.enqueue("gw", [b"a", b"b"])
+        box.set_signatures([(r.seq, b"sig") for r in readings])
+        assert box.acknowledge([0, 1]) == 2
+        assert box.depth() == 0
+    with Outbox.in_folder(tmp_path) as box:
+        assert [r.seq for r in box.enqueue("gw", [b"c"])] == [2]
+
+
+def test_a_refused_enqueue_allocates_nothing(tmp_path: Path) -> None:
+    with Outbox.in_folder(tmp_path) as box:
+        box.enqueue("gw", [b"a"])
+        with pytest.raises(FormatError) as info:
+            box.enqueue("gw", [b"ok", b"x" * (MAX_PAYLOAD + 1)])
+        assert info.value.field == "payload"
+        with pytest.raises(FormatError):
+            box.enqueue("bad name!", [b"a"])
+        assert box.next_seq() == 1
+        assert box.depth() == 1
+
+
+def test_signing_uploading_acknowledging(tmp_path: Path) -> None:
+    with Outbox.in_folder(tmp_path) as box:
+        readings = box.enqueue("gw", [b"p0", b"p1", b"p2", b"p3"])
+        assert box.ready(10) == []
+        box.set_signatures([(0, b"s0"), (2, b"s2")])
+        assert [r.seq for r in box.unsigned(10)] == [1, 3]
+        ready = box.ready(10)
+        assert [(r.reading, r.signature) for r in ready] == [(readings[0], b"s0"), (readings[2], b"s2")]
+        assert [r.reading.seq for r in box.ready(10, after=0)] == [2]
+        assert box.acknowledge([0, 99]) == 1
+        stats = box.stats()
+        assert (stats.pending, stats.unsigned, stats.delivered_total, stats.next_seq) == (3, 2, 1, 4)
+        assert stats.last_upload_at is not None
+
+
+def test_dead_letters_keep_the_reading_and_the_code(tmp_path: Path) -> None:
+    with Outbox.in_folder(tmp_path, clock=lambda: 1000.0) as box:
+        box.enqueue("gw", [b"p0", b"p1"])
+        box.set_signatures([(0, b"s0"), (1, b"s1")])
+        assert box.dead_letter([(1, "BAD_SIGNATURE", "not signed by the attested key"), (7, "X", "gone")]) == 1
+        assert box.depth() == 1
+        (dead,) = box.dead_letters()
+        assert (dead.reading, dead.signature, dead.code, dead.failed_at) == (Reading("gw", 1, 1000, b"p1"), b"s1",
+                                                                              "BAD_SIGNATURE", 1000.0)
+        assert box.stats().dead_letters == 1
+        assert [r.reading.seq for r in box.ready(10)] == [0]  # never sent again
+
+
+def test_errors_and_attempts_are_recorded(tmp_path: Path) -> None:
+    with Outbox.in_folder(tmp_path, clock=lambda: 42.0) as box:
+        box.enqueue("gw", [b"p"])
+        box.record_attempt([0], "CLOUD_UNREACHABLE: cannot connect")
+        stats = box.stats()
+        assert (stats.last_error, stats.last_error_at) == ("CLOUD_UNREACHABLE: cannot connect", 42.0)
+        box.clear_error()
+        assert box.stats().last_error is None
+
+
+def test_input_offsets_are_stored_with_the_readings(tmp_path: Path) -> None:
+    with Outbox.in_folder(tmp_path) as box:
+        assert box.input_offset("file:x") is None
+        box.enqueue("gw", [b"a", b"b"], source="file:x", offset=4)
+        box.enqueue("gw", [b"c"], source="file:x", offset=6)
+        with pytest.raises(FormatError):
+            box.enqueue("gw", [b"x" * (MAX_PAYLOAD + 1)], source="file:x", offset=99)
+        assert box.input_offset("file:x") == 6
+
+
+def test_the_file_is_private(tmp_path: Path) -> None:
+    Outbox.in_folder(tmp_path).close()
+    assert (tmp_path / OUTBOX_FILE).stat().st_mode & 0o077 == 0
+
+
+def test_a_corrupt_outbox_is_a_format_error(tmp_path: Path) -> None:
+    (tmp_path / OUTBOX_FILE).write_bytes(b"this is not a database" * 100)
+    with pytest.raises(FormatError) as info:
+        Outbox.in_folder(tmp_path)
+    assert OUTBOX_FILE in info.value.structure
+
+
+def test_an_unknown_schema_version_is_refused(tmp_path: Path) -> None:
+    Outbox.in_folder(tmp_path).close()
+    db = sqlite3.connect(tmp_path / OUTBOX_FILE)
+    db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(FormatError) as info:
+        Outbox.in_folder(tmp_path)
+    assert info.value.field == "schema_version"
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["enqueue", "sign", "ack", "dead", "reopen"]), st.integers(0, 5)),
+                max_size=25))
+def test_model_sequences_never_repeat(tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int]]) -> None:
+    """Whatever happens in between, numbers are unique and increasing, and the depth is what was not removed."""
+    folder = tmp_path_factory.mktemp("model")
+    box = Outbox.in_folder(folder)
+    issued: list[int] = []
+    alive: set[int] = set()
+    try:
+        for op, n in ops:
+            if op == "enqueue":
+                new = [r.seq for r in box.enqueue("gw", [b"x"] * n)]
+                assert all(s > max(issued, default=-1) for s in new)
+                issued += new
+                alive.update(new)
+            elif op == "sign":
+                box.set_signatures([(s, b"sig") for s in sorted(alive)[:n]])
+            elif op == "ack":
+                gone = sorted(alive)[:n]
+                assert box.acknowledge(gone) == len(gone)
+                alive.difference_update(gone)
+            elif op == "dead":
+                gone = sorted(alive)[-n:] if n else []
+                assert box.dead_letter((s, "C", "m") for s in gone) == len(gone)
+                alive.difference_update(gone)
+            else:
+                box.close()
+                box = Outbox.in_folder(folder)
+            assert box.depth() == len(alive)
+        assert box.next_seq() == len(issued)
+    finally:
+        box.close()
+
+
+_WRITER = """
+import sys
+from sgx_iot.gateway.outbox import Outbox
+box = Outbox.in_folder(sys.argv[1])
+n = 0
+while True:
+    readings = box.enqueue("gw", [b"x%d" % (n + i) for i in range(7)])
+    n += 7
+    sys.stdout.write(" ".join(str(r.seq) for r in readings) + "\\n")
+    sys.stdout.flush()
+    if len(readings) and readings[0].seq % 3 == 0:
+        box.set_signatures([(r.seq, b"s") for r in readings])
+    if readings[0].seq % 5 == 0:
+        box.acknowledge([readings[0].seq])
+"""
+
+
+def test_sequence_numbers_survive_kill_9(tmp_path: Path) -> None:
+    """A writer killed with SIGKILL at random moments: every number it reported is stored, none is reused."""
+    rng = random.Random(7)
+    reported: list[int] = []
+    for _ in range(6):
+        child = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)], stdout=subprocess.PIPE)
+        time.sleep(rng.uniform(0.3, 0.9))
+        os.kill(child.pid, signal.SIGKILL)
+        out, _ = child.communicate(timeout=30)
+        assert child.returncode == -signal.SIGKILL
+        # A line is printed only after its transaction committed; the last line may be cut by the kill.
+        lines = out.decode().split("\n")[:-1]
+        reported += [int(s) for line in lines for s in line.split()]
+    assert reported, "the writer never committed anything"
+    assert len(reported) == len(set(reported)), "a sequence number was handed out twice"
+    assert reported == sorted(reported)
+    with Outbox.in_folder(tmp_path) as box:
+        assert box.next_seq() > max(reported)
+        db = sqlite3.connect(tmp_path / OUTBOX_FILE)
+        stored = {s for (s,) in db.execute("SELECT seq FROM pending")}
+        db.close()
+        acknowledged = box.stats().delivered_total
+        # Every allocated number is either still pending or was acknowledged (written in the same transactions).
+        assert len(stored) + acknowledged == box.next_seq()
+        assert set(reported) - stored <= {s for s in reported if s % 5 == 0}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 12), st.floats(0, 10), st.floats(0, 100), st.floats(1, 4), st.floats(0, 1), st.integers())
+def test_backoff_is_exponential_bounded_and_jittered(retry: int, base: float, cap: float, mult: float, jitter: float,
+                                                     seed: int) -> None:
+    policy = RetryPolicy(attempts=3, base_delay=base, max_delay=cap, multiplier=mult, jitter=jitter)
+    ceiling = min(cap, base * mult ** (retry - 1))
+    delay = policy.delay(retry, random.Random(seed))
+    assert ceiling * (1 - jitter) - 1e-9 <= delay <= ceiling + 1e-9
+    steady = RetryPolicy(attempts=3, base_delay=base, max_delay=cap, multiplier=mult, jitter=0)
+    assert steady.delay(retry + 1) >= steady.delay(retry) == ceiling

@@ -97,7 +97,8 @@ class EnclaveClient:
 
     ``sigstruct`` is the enclave's SIGSTRUCT file; ``platform`` the simulated platform folder (None: its default);
     ``source_root`` the tree the enclave runs from (default: the one this interpreter imports ``sgx_iot`` from);
-    ``tap`` observes every frame crossing the boundary (tests use it).
+    ``tap`` observes every frame crossing the boundary (tests use it); ``create_platform`` lets the loader
+    initialise a simulated platform folder that does not exist yet.
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class EnclaveClient:
         source_root: Path | None = None,
         tap: Tap | None = None,
         python: str = sys.executable,
+        create_platform: bool = True,
     ) -> None:
         self._sigstruct = Path(sigstruct)
         self._platform = Path(platform) if platform is not None else None
@@ -116,6 +118,7 @@ class EnclaveClient:
         self._source_root = Path(source_root) if source_root is not None else installed_source_root()
         self._tap = tap
         self._python = python
+        self._create_platform = create_platform
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self._channel: Channel | None = None
@@ -143,6 +146,8 @@ class EnclaveClient:
             command += ["--platform", str(self._platform.expanduser().resolve())]
         if self._debug:
             command.append("--debug")
+        if not self._create_platform:
+            command.append("--no-create")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self._source_root), env.get("PYTHONPATH")) if p)
         self._stderr = tempfile.TemporaryFile()

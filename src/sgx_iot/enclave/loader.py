@@ -35,20 +35,26 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--platform", type=Path, default=None, help="simulated platform folder")
     parser.add_argument("--sigstruct", type=Path, required=True, help="the enclave's SIGSTRUCT (1808 bytes)")
     parser.add_argument("--debug", action="store_true", help="launch in debug mode")
+    parser.add_argument("--no-create", action="store_true", help="refuse a platform folder that does not exist yet")
     return parser.parse_args(argv)
 
 
-def launch(platform_folder: Path | None, sigstruct_path: Path, *, debug: bool = False) -> EnclaveProgram:
-    """EINIT the enclave built from this interpreter's ``sgx_iot`` tree; return the program ready to serve."""
+def launch(platform_folder: Path | None, sigstruct_path: Path, *, debug: bool = False,
+           create: bool = True) -> EnclaveProgram:  # fmt: skip
+    """EINIT the enclave built from this interpreter's ``sgx_iot`` tree; return the program ready to serve.
+
+    ``create``: initialise the simulated platform folder when it does not exist yet (else ``PlatformError``).
+    """
     root = image.installed_source_root()
     build = image.build(root)
     try:
         sigstruct = Sigstruct.parse(sigstruct_path.read_bytes())
     except OSError as exc:
         raise UsageError(f"cannot read the SIGSTRUCT {sigstruct_path}: {exc.strerror or exc}") from None
-    from sgx_iot.platform.sim import SimPlatform
+    from sgx_iot.platform.sim import PlatformStore, SimPlatform
 
-    runtime = SimPlatform(platform_folder).launch(build.image, sigstruct, debug=debug)
+    platform = SimPlatform(store=PlatformStore.open(platform_folder, create=create))
+    runtime = platform.launch(build.image, sigstruct, debug=debug)
     # Imported only now, after its files were measured.
     from sgx_iot.enclave.program import EnclaveProgram
 
@@ -76,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     channel = Channel(sys.stdin.buffer, frames_out)
     try:
-        program = launch(args.platform, args.sigstruct, debug=args.debug)
+        program = launch(args.platform, args.sigstruct, debug=args.debug, create=not args.no_create)
     except PlatformError as exc:
         return _refuse(channel, exc.code, exc.message)
     except SgxIotError as exc:  # FormatError, UsageError: unusable SIGSTRUCT or enclave.toml

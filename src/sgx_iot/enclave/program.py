@@ -173,7 +173,8 @@ class EnclaveProgram:
             raise Refusal(ErrorCode.BAD_ARGUMENT, "PROVISION takes a 2-byte key policy")
         policy = int.from_bytes(items[0], "little")
         if policy not in _SEAL_POLICIES:
-            raise Refusal(ErrorCode.BAD_ARGUMENT, f"key policy {policy:#x} is neither MRSIGNER (0x2) nor MRENCLAVE (0x1)")
+            raise Refusal(ErrorCode.BAD_ARGUMENT,
+                          f"key policy {policy:#x} is neither MRSIGNER (0x2) nor MRENCLAVE (0x1)")
         private_key = ec.generate_private_key(ec.SECP256R1())
         scalar = private_key.private_numbers().private_value.to_bytes(_SCALAR, "little")
         identity = self._identity
@@ -298,8 +299,8 @@ class EnclaveProgram:
             # The platform tag is per signer: with another signer (MRENCLAVE policy) it cannot tell platforms apart.
             return Refusal(ErrorCode.UNSEAL_CORRUPT, f"the sealed key is corrupt or from another platform: {symptom}")
         if not hmac.compare_digest(descriptor.platform_tag, self._platform_tag()):
-            return Refusal(ErrorCode.UNSEAL_OTHER_PLATFORM, "the sealed key was sealed on another platform; a "
-                           "sealed key can only be unsealed on the machine that sealed it")
+            return Refusal(ErrorCode.UNSEAL_OTHER_PLATFORM, "the sealed key was sealed on another platform (only "
+                           "the machine that sealed a key can unseal it)")
         return Refusal(ErrorCode.UNSEAL_CORRUPT, f"the sealed key is corrupt: {symptom}")
 
     def _platform_tag(self) -> bytes:

@@ -17,7 +17,7 @@ import enum
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sgx_iot.errors import FormatError, SgxIotError
 
@@ -33,6 +33,7 @@ _LENGTH = struct.Struct("<I")
 _BODY = struct.Struct("<BBI")
 _ITEM = struct.Struct("<I")
 _DISCARD_CHUNK = 64 * 1024
+_IDENTITY = struct.Struct("<32s32sHHHHI16s16s")
 
 
 class Op(enum.IntEnum):
@@ -204,8 +205,6 @@ class Channel:
             n -= len(chunk)
 
 
-_IDENTITY = struct.Struct("<32s32sHHHHI16s16s")
-
 
 def encode_identity(identity: object) -> bytes:
     """The 108-byte identity item of an IDENTITY response: MRENCLAVE (32) ‖ MRSIGNER (32) ‖ ISVPRODID u16 ‖
@@ -213,10 +212,9 @@ def encode_identity(identity: object) -> bytes:
 
     ``identity`` is an :class:`sgx_iot.platform.base.EnclaveIdentity` (duck-typed: this module imports no platform).
     """
-    i = identity
-    return _IDENTITY.pack(i.mrenclave, i.mrsigner, i.isv_prod_id, i.isv_svn, i.config_svn, 0,  # type: ignore[attr-defined]
-                          i.misc_select, i.attributes.to_bytes(), i.cpu_svn)  # type: ignore[attr-defined]
-
+    i: Any = identity
+    return _IDENTITY.pack(i.mrenclave, i.mrsigner, i.isv_prod_id, i.isv_svn, i.config_svn, 0, i.misc_select,
+                          i.attributes.to_bytes(), i.cpu_svn)
 
 def decode_identity(item: bytes) -> dict[str, object]:
     """The fields of an identity item (``FormatError`` unless exactly 108 bytes)."""

@@ -1,0 +1,75 @@
+"""``gateway sign``: detached signatures of files, and of lines read from a stream, made in the enclave.
+
+Signatures are ECDSA P-256 / SHA-256 in DER, as ``openssl dgst -sha256 -sign`` writes them:
+``openssl dgst -sha256 -verify public_key.pem -signature FILE.sig FILE`` accepts them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from sgx_iot._fs import atomic_write
+from sgx_iot.enclave.host import MAX_BATCH
+from sgx_iot.errors import UsageError
+from sgx_iot.gateway.session import GatewaySession
+
+SIGNATURE_SUFFIX = ".sig"
+_READ_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SignedFiles:
+    """The signature files written, and the key that verifies them (its PEM is the state's ``public_key.pem``)."""
+
+    signatures: list[Path]
+    public_key: ec.EllipticCurvePublicKey
+    public_key_path: Path
+
+
+def file_digest(path: Path) -> bytes:
+    """SHA-256 of a file's bytes, read in chunks (``UsageError`` when it cannot be read)."""
+    digest = hashlib.sha256()
+    try:
+        with Path(path).open("rb") as handle:
+            while chunk := handle.read(_READ_CHUNK):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise UsageError(f"{path} does not exist; check the path") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a folder, not a file") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return digest.digest()
+
+
+def sign_files(session: GatewaySession, paths: Iterable[Path]) -> SignedFiles:
+    """Sign every file in one batch (the host hashes, the enclave signs the digests) and write ``FILE.sig``."""
+    files = [Path(p) for p in paths]
+    if not files:
+        raise UsageError("name at least one file to sign, or use --stdin")
+    digests = [file_digest(path) for path in files]
+    result = session.sign_digests(digests)
+    outputs = []
+    for path, signature in zip(files, result.signatures, strict=True):
+        target = path.with_name(path.name + SIGNATURE_SUFFIX)
+        atomic_write(target, signature, mode=0o644)
+        outputs.append(target)
+    return SignedFiles(outputs, result.public_key, session.state.public_key_path)
+
+
+def sign_lines(session: GatewaySession, lines: Iterable[bytes], *, batch: int = MAX_BATCH) -> Iterator[bytes]:
+    """One DER signature per input line, in order. A line is signed without its ``\\n`` terminator; up to
+    ``batch`` lines are signed per ECALL (one unseal each)."""
+    pending: list[bytes] = []
+    for line in lines:
+        pending.append(line[:-1] if line.endswith(b"\n") else line)
+        if len(pending) >= batch:
+            yield from session.sign(pending).signatures
+            pending = []
+    if pending:
+        yield from session.sign(pending).signatures

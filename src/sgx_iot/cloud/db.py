@@ -33,12 +33,13 @@ def make_engine(url: str, *, schema: str | None = None) -> Engine:
         raise UsageError(f"{url!r} is not a database URL (e.g. sqlite:///cloud.db or "
                          "postgresql+psycopg://user@host/db)") from None
     backend = parsed.get_backend_name()
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {}
     if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     elif backend == "postgresql":
+        kwargs["pool_pre_ping"] = True  # survive server restarts
         if schema is not None:
             if not _SCHEMA_RE.fullmatch(schema):
                 raise UsageError(f"invalid PostgreSQL schema name {schema!r}")

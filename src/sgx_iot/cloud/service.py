@@ -25,7 +25,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -38,6 +38,15 @@ from sgx_iot.verify.policy import Policy
 from sgx_iot.verify.readings import SignedReading, check_gateway_name, verify_reading
 
 from sgx_iot.cloud.models import AttestationRow, AuditRow, ChallengeRow, GatewayRow, ReadingRow
+
+_GATEWAY_TABLE = GatewayRow.__table__
+_READINGS = ReadingRow.__table__
+_AUDIT = AuditRow.__table__
+_GATEWAYS = select(_GATEWAY_TABLE.c.id, _GATEWAY_TABLE.c.name, _GATEWAY_TABLE.c.revoked_at,
+                   _GATEWAY_TABLE.c.public_key_pem, _GATEWAY_TABLE.c.key_sha256).where(
+    _GATEWAY_TABLE.c.name.in_(bindparam("names", expanding=True)))
+_EXISTING = select(_READINGS.c.seq, _READINGS.c.timestamp, _READINGS.c.payload).where(
+    _READINGS.c.gateway_id == bindparam("gid"), _READINGS.c.seq.in_(bindparam("seqs", expanding=True)))
 
 NONCE_BYTES = 32
 MAX_READINGS_PAGE = 1000
@@ -169,6 +178,7 @@ class CloudService:
         verifier_id: dict[str, str] | None = None,
     ) -> None:
         self.sessions = sessions
+        self.engine: Engine = sessions.kw["bind"]
         self.policy = policy
         self.verifier_key = verifier_key
         self.collateral = collateral
@@ -316,14 +326,14 @@ class CloudService:
 
     # --- readings -------------------------------------------------------------------------------------------
 
-    def _public_key(self, row: GatewayRow) -> ec.EllipticCurvePublicKey:
-        key = self._keys.get(row.key_sha256)
+    def _public_key(self, key_sha256: str, pem: str) -> ec.EllipticCurvePublicKey:
+        key = self._keys.get(key_sha256)
         if key is None:
-            key = load_p256_public_key(row.public_key_pem)
+            key = load_p256_public_key(pem)
             with self._keys_lock:
                 if len(self._keys) > 10_000:
                     self._keys.clear()
-                self._keys[row.key_sha256] = key
+                self._keys[key_sha256] = key
         return key
 
     def ingest(self, batch: Sequence[SignedReading], *, remote: str | None = None) -> list[Verdict]:
@@ -335,21 +345,22 @@ class CloudService:
             return self._ingest(batch, remote)
 
     def _ingest(self, batch: Sequence[SignedReading], remote: str | None) -> list[Verdict]:
+        # Core statements on a plain connection: this is the hot path (ORM overhead would rival the
+        # signature verifications it wraps).
         now = self.now()
         verdicts: list[Verdict | None] = [None] * len(batch)
-        refused: list[AuditRow] = []
+        refused: list[dict[str, Any]] = []
 
         def refuse(i: int, code: str, message: str) -> None:
             r = batch[i].reading
             verdicts[i] = Verdict(i, r.gateway, r.seq, "refused", code, message)
-            refused.append(AuditRow(at=now, action="reading", gateway=r.gateway, code=code,
-                                    message=message[:_MESSAGE_LIMIT], remote=remote,
-                                    detail=json.dumps({"seq": r.seq})))
+            refused.append(dict(at=now, action="reading", gateway=r.gateway, code=code,
+                                message=message[:_MESSAGE_LIMIT], remote=remote, detail=json.dumps({"seq": r.seq})))
 
-        with self.sessions.begin() as s:
-            names = {sr.reading.gateway for sr in batch}
-            gateways = {g.name: g for g in s.scalars(select(GatewayRow).where(GatewayRow.name.in_(names)))}
-            candidates: list[int] = []
+        with self.engine.begin() as conn:
+            names = sorted({sr.reading.gateway for sr in batch})
+            gateways = {row.name: row for row in conn.execute(_GATEWAYS, {"names": names})}
+            candidates: dict[int, list[int]] = {}  # gateway id -> batch indexes whose signature verified
             for i, sr in enumerate(batch):
                 r = sr.reading
                 gw = gateways.get(r.gateway)
@@ -360,40 +371,37 @@ class CloudService:
                     refuse(i, "GATEWAY_REVOKED", f"gateway {r.gateway!r} was revoked; its readings are refused")
                 else:
                     try:
-                        verify_reading(r, sr.signature, self._public_key(gw))
+                        verify_reading(r, sr.signature, self._public_key(gw.key_sha256, gw.public_key_pem))
                     except VerificationError as exc:
                         refuse(i, exc.code, exc.message)
                     else:
-                        candidates.append(i)
-            existing: dict[tuple[int, int], tuple[int, bytes]] = {}
-            keys = list({(gateways[batch[i].reading.gateway].id, batch[i].reading.seq) for i in candidates})
-            for chunk in range(0, len(keys), 500):
-                part = keys[chunk : chunk + 500]
-                rows = s.execute(select(ReadingRow.gateway_id, ReadingRow.seq, ReadingRow.timestamp,
-                                        ReadingRow.payload)
-                                 .where(tuple_(ReadingRow.gateway_id, ReadingRow.seq).in_(part)))
-                for gid, seq, ts, payload in rows:
-                    existing[(gid, seq)] = (ts, bytes(payload))
+                        candidates.setdefault(gw.id, []).append(i)
             new_rows: list[dict[str, Any]] = []
-            for i in candidates:
-                sr = batch[i]
-                r = sr.reading
-                gw = gateways[r.gateway]
-                seen = existing.get((gw.id, r.seq))
-                if seen is None:
-                    existing[(gw.id, r.seq)] = (r.timestamp, r.payload)
-                    new_rows.append(dict(gateway_id=gw.id, seq=r.seq, timestamp=r.timestamp, payload=r.payload,
-                                         signature=sr.signature, key_sha256=gw.key_sha256, received_at=now))
-                    verdicts[i] = Verdict(i, r.gateway, r.seq, "stored", None, "verified and stored")
-                elif seen == (r.timestamp, r.payload):
-                    verdicts[i] = Verdict(i, r.gateway, r.seq, "duplicate", None, "already stored (acknowledged)")
-                else:
-                    refuse(i, "REPLAYED_READING", f"gateway {r.gateway!r} already sent a different reading with "
-                                                  f"sequence number {r.seq}")
+            for gid, indexes in candidates.items():
+                seqs = sorted({batch[i].reading.seq for i in indexes})
+                existing: dict[int, tuple[int, bytes]] = {}
+                for chunk in range(0, len(seqs), 500):
+                    for seq, ts, payload in conn.execute(_EXISTING, {"gid": gid, "seqs": seqs[chunk:chunk + 500]}):
+                        existing[seq] = (ts, bytes(payload))
+                key_sha256 = gateways[batch[indexes[0]].reading.gateway].key_sha256
+                for i in indexes:
+                    sr = batch[i]
+                    r = sr.reading
+                    seen = existing.get(r.seq)
+                    if seen is None:
+                        existing[r.seq] = (r.timestamp, r.payload)
+                        new_rows.append(dict(gateway_id=gid, seq=r.seq, timestamp=r.timestamp, payload=r.payload,
+                                             signature=sr.signature, key_sha256=key_sha256, received_at=now))
+                        verdicts[i] = Verdict(i, r.gateway, r.seq, "stored", None, "verified and stored")
+                    elif seen == (r.timestamp, r.payload):
+                        verdicts[i] = Verdict(i, r.gateway, r.seq, "duplicate", None, "already stored (acknowledged)")
+                    else:
+                        refuse(i, "REPLAYED_READING", f"gateway {r.gateway!r} already sent a different reading "
+                                                      f"with sequence number {r.seq}")
             if new_rows:
-                s.execute(ReadingRow.__table__.insert(), new_rows)
+                conn.execute(_READINGS.insert(), new_rows)
             if refused:
-                s.add_all(refused)
+                conn.execute(_AUDIT.insert(), refused)
         return [v for v in verdicts if v is not None]
 
     def list_readings(self, gateway: str | None = None, since: int | None = None,

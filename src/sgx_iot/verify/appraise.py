@@ -27,6 +27,7 @@ The enclave identity is always taken from the verified quote, never from the evi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Callable
@@ -246,7 +247,8 @@ def appraise(
     # 1. The quote parses, and its PCK chain names a root.
     try:
         quote = DcapQuote.parse(evidence.quote)
-        chain = quote.pck_chain()
+        chain_root = _chain_root(quote.signature_data.certification.cert_type,
+                                 quote.signature_data.certification.data)
     except FormatError as exc:
         checks.fail("quote_format", "QUOTE_INVALID", f"the quote is not a DCAP quote v3 with its PCK chain: {exc}")
         checks.skip("trust_root", "collateral", "debug", "quote", *after, why="the quote does not parse")
@@ -254,21 +256,17 @@ def appraise(
     checks.ok("quote_format", "DCAP quote v3 with a PEM PCK certificate chain")
 
     # 2. The chain's root is one the policy trusts.
-    chain_root_der = chain[-1].public_bytes(Encoding.DER)
-    root = _match_root(policy, hashlib.sha256(chain_root_der).hexdigest())
+    root = _match_root(policy, chain_root.sha256)
     if root is None:
-        subject = chain[-1].subject.rfc4514_string()
         checks.fail("trust_root", "UNTRUSTED_ROOT",
-                    f"the quote chains to {subject!r} (sha256 {hashlib.sha256(chain_root_der).hexdigest()[:16]}…), "
+                    f"the quote chains to {chain_root.subject!r} (sha256 {chain_root.sha256[:16]}…), "
                     "a root this policy does not trust" + (" (a simulated platform's root must be listed in the "
                                                             "policy's [trust] table)" if evidence.platform == "simulated" else ""))
         checks.skip("collateral", "debug", "quote", *after, why="the quote's root is not trusted")
         return finish()
-    root_der = root.der or chain_root_der
+    root_der = root.der or chain_root.der
     result["root"] = "sha256:" + root.sha256
-    cns = chain[-1].subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    subject = str(cns[0].value) if cns else chain[-1].subject.rfc4514_string()
-    result["root_name"] = root.name if root.der is not None and root.name else f"{subject} (pinned by SHA-256)"
+    result["root_name"] = root.name if root.der is not None and root.name else f"{chain_root.name} (pinned by SHA-256)"
     checks.ok("trust_root", f"the quote chains to a trusted root: {result['root_name']}")
 
     # 3. Collateral is available and current.
@@ -351,6 +349,26 @@ def appraise(
         except VerificationError as exc:
             checks.fail("nonce", exc.code, exc.message)
     return finish()
+
+
+@dataclass(frozen=True)
+class _ChainRoot:
+    sha256: str
+    der: bytes
+    subject: str
+    name: str
+
+
+@functools.lru_cache(maxsize=64)
+def _chain_root(cert_type: int, cert_data: bytes) -> _ChainRoot:
+    """The last certificate of a quote's PCK chain (cached: every quote of a platform carries the same chain)."""
+    from sgx_iot.sgx.dcap_quote import CertificationData
+
+    cert = CertificationData(cert_type, cert_data).pem_chain()[-1]
+    der = cert.public_bytes(Encoding.DER)
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    subject = cert.subject.rfc4514_string()
+    return _ChainRoot(hashlib.sha256(der).hexdigest(), der, subject, str(cns[0].value) if cns else subject)
 
 
 def _match_root(policy: Policy, fingerprint: str) -> TrustRoot | None:

@@ -15,6 +15,7 @@ verifies its signatures and validity window against the policy's root every time
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable
@@ -52,28 +53,34 @@ class ValidityWindow:
     until: int
 
 
-def validity_windows(collateral: QuoteCollateralV3) -> list[ValidityWindow]:
+def validity_windows(collateral: QuoteCollateralV3) -> tuple[ValidityWindow, ...]:
     """The issue/next-update window of the TCB info, the QE identity and both CRLs.
 
     Raises ``FormatError`` when a date cannot be read (the collateral is then unusable anyway).
     """
+    return _windows(collateral.tcb_info, collateral.qe_identity, bytes(collateral.root_ca_crl),
+                    bytes(collateral.pck_crl))
+
+
+@functools.lru_cache(maxsize=64)
+def _windows(tcb_info: str, qe_identity: str, root_ca_crl: bytes, pck_crl: bytes) -> tuple[ValidityWindow, ...]:
     windows = []
-    for name, text in (("TCB info", collateral.tcb_info), ("QE identity", collateral.qe_identity)):
+    for name, text in (("TCB info", tcb_info), ("QE identity", qe_identity)):
         try:
             doc = json.loads(text)
             windows.append(ValidityWindow(name, _iso(doc["issueDate"]), _iso(doc["nextUpdate"])))
         except (ValueError, KeyError, TypeError):
             raise FormatError("QuoteCollateralV3", name, None, "issueDate/nextUpdate missing or not ISO 8601") from None
-    for name, der in (("root CA CRL", collateral.root_ca_crl), ("PCK CRL", collateral.pck_crl)):
+    for name, der in (("root CA CRL", root_ca_crl), ("PCK CRL", pck_crl)):
         try:
-            crl = x509.load_der_x509_crl(bytes(der))
+            crl = x509.load_der_x509_crl(der)
         except ValueError:
             raise FormatError("QuoteCollateralV3", name, None, "not a DER certificate revocation list") from None
         last, nxt = crl.last_update_utc, crl.next_update_utc
         if nxt is None:
             raise FormatError("QuoteCollateralV3", name, None, "has no nextUpdate")
         windows.append(ValidityWindow(name, int(last.timestamp()), int(nxt.timestamp()) - 1))
-    return windows
+    return tuple(windows)
 
 
 def next_update(collateral: QuoteCollateralV3) -> int:

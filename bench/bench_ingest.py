@@ -1,0 +1,130 @@
+"""Ingest of signed readings over HTTP, as a ratio to raw signature verification measured in the same run.
+
+Starts ``sgx-iot cloud serve`` (one worker, SQLite in a temporary folder) as a separate process on a loopback port,
+registers a gateway with real simulated-platform evidence, then posts batches of 1, 10 and 100 pre-signed readings
+and reports verified-and-stored readings per second. The baseline is ``verify_reading`` (ECDSA P-256 over the
+canonical encoding) in this process on the same readings. Target: ratio ≥ 0.8 at batch 100. About 20 s.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from sgx_iot.platform.sim import SimPlatform, build_collateral
+from sgx_iot.sgx.attributes import Attributes
+from sgx_iot.sgx.keybinding import bind_key
+from sgx_iot.sgx.measure import EnclaveImage, Page
+from sgx_iot.sgx.sigstruct import Sigstruct, generate_signing_key
+from sgx_iot.verify.evidence import Evidence
+from sgx_iot.verify.policy import Policy, TrustRoot
+from sgx_iot.verify.readings import Reading, SignedReading, sign_reading, verify_reading
+
+PAYLOAD = b'{"temperature": 21.5, "humidity": 40.2, "pressure": 1013.1}'
+PLAN = {1: 400, 10: 2000, 100: 6000}  # batch size -> readings sent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def simulated_gateway(folder: Path, key: ec.EllipticCurvePrivateKey) -> tuple[Callable[[bytes], Evidence], Policy]:
+    """A simulated platform running a small enclave: a function making evidence that binds ``key`` and a nonce,
+    and a policy accepting that enclave on that platform."""
+    platform = SimPlatform(folder)
+    image = EnclaveImage(size=0x4000, ssa_frame_size=1,
+                         pages=(Page(0, 0x203, b"bench enclave".ljust(4096, b"\0")), Page(0x1000, 0x201, bytes(4096))))
+    sigstruct = Sigstruct.build(enclave_hash=image.mrenclave(), isv_prod_id=1, isv_svn=1,
+                                attributes=Attributes(0x4, 0x3),
+                                attribute_mask=Attributes(0xFF00FFFFFFFFFFFD, 0xFFFFFFFFFFFFFF1B),
+                                release=False).sign(generate_signing_key())
+    rt = platform.launch(image, sigstruct)
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+    def evidence(nonce: bytes) -> Evidence:
+        quote = rt.get_quote(rt.create_report(rt.qe_target_info(), bind_key(key.public_key(), nonce)))
+        return Evidence("simulated", quote, pem, nonce, {}, json.loads(build_collateral(platform.store).to_json()))
+
+    policy = Policy(mrenclaves=frozenset({rt.identity.mrenclave}),
+                    roots=(TrustRoot.from_der(platform.store.pki.root_der(), "sim"),))
+    return evidence, policy
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "cloud"
+        home.mkdir()
+        key = ec.generate_private_key(ec.SECP256R1())
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        make_evidence, policy = simulated_gateway(Path(tmp) / "platform", key)
+        (home / "policy.toml").write_text(policy.to_toml())
+        server = subprocess.Popen(
+            [sys.executable, "-c", "from sgx_iot.cli.main import main; main()", "cloud", "serve", "--home", str(home),
+             "--port", str(port), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            client = httpx.Client(base_url=url, timeout=60)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline or server.poll() is not None:
+                    print("the cloud service did not start:", server.stderr.read().decode() if server.stderr else "")
+                    return 1
+                time.sleep(0.1)
+            nonce = bytes.fromhex(client.post("/v1/challenges").json()["nonce"])
+            r = client.post("/v1/gateways", json={"name": "bench-gw", "evidence": make_evidence(nonce).to_dict()})
+            if r.status_code != 201:
+                print("registration refused:", r.text)
+                return 1
+
+            seq = 0
+            print(f"{'batch':>5}  {'readings/s (HTTP)':>18}  {'verify/s (raw)':>15}  {'ratio':>6}")
+            for batch_size, total in PLAN.items():
+                readings = [Reading("bench-gw", seq + i, 1_700_000_000 + seq + i, PAYLOAD) for i in range(total)]
+                seq += total
+                signed = [SignedReading(rd, sign_reading(rd, key)) for rd in readings]
+                bodies = [{"readings": [s.to_dict() for s in signed[i:i + batch_size]]}
+                          for i in range(0, total, batch_size)]
+                start = time.perf_counter()
+                stored = 0
+                for body in bodies:
+                    resp = client.post("/v1/readings", json=body)
+                    resp.raise_for_status()
+                    stored += resp.json()["stored"]
+                http_rate = stored / (time.perf_counter() - start)
+                if stored != total:
+                    print(f"only {stored} of {total} readings were stored")
+                    return 1
+                public = key.public_key()
+                start = time.perf_counter()
+                for s in signed:
+                    verify_reading(s.reading, s.signature, public)
+                raw_rate = total / (time.perf_counter() - start)
+                print(f"{batch_size:>5}  {http_rate:>18.0f}  {raw_rate:>15.0f}  {http_rate / raw_rate:>6.2f}")
+            client.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -384,3 +384,15 @@ def test_another_attested_platform_cannot_take_over_a_gateway_name(clouds: Calla
     assert cloud.client.get("/v1/gateways/gw-b").json() == registered
     forged = cloud.client.post("/v1/readings", json=batch([signed(world_a.key("a"), "gw-b", 1)])).json()
     assert forged["verdicts"][0]["code"] == "BAD_SIGNATURE"
+
+
+@pytest.mark.xfail(strict=True, reason="reported: the registry and the EAR take 'platform' from the evidence's "
+                   "unverified claim; a quote that chains to a simulated root should be recorded as simulated")
+def test_simulated_evidence_cannot_claim_real_sgx(cloud: Cloud, world: SimWorld) -> None:
+    evidence = dataclasses.replace(world.evidence(cloud.challenge(), "gw"), platform="gramine")
+    r = cloud.register("gw", evidence)
+    if r.status_code == 201:
+        assert r.json()["gateway"]["platform"] == "simulated"
+        assert cloud.client.get("/v1/gateways/gw").json()["platform"] == "simulated"
+    else:
+        assert r.status_code == 403

@@ -303,6 +303,10 @@ class EnclaveClient:
 
 
 def _batches(messages: Sequence[bytes], *, budget: int) -> Iterator[list[bytes]]:
+    if len(messages) <= MAX_BATCH and sum(map(len, messages)) + 4 * len(messages) <= budget:
+        if messages:
+            yield list(messages)
+        return
     chunk: list[bytes] = []
     size = 0
     for message in messages:

@@ -217,7 +217,7 @@ class EnclaveProgram:
         private_key, spki = self._key(items[0])
         algorithm = ec.ECDSA(hashes.SHA256())
         sign = private_key.sign
-        return [spki, *(sign(message, algorithm) for message in items[1:])]
+        return [spki] + [sign(message, algorithm) for message in items[1:]]
 
     def _ecall_sign_digests(self, items: list[bytes]) -> list[bytes]:
         if not items:
@@ -227,7 +227,7 @@ class EnclaveProgram:
         private_key, spki = self._key(items[0])
         algorithm = ec.ECDSA(Prehashed(hashes.SHA256()))
         sign = private_key.sign
-        return [spki, *(sign(digest, algorithm) for digest in items[1:])]
+        return [spki] + [sign(digest, algorithm) for digest in items[1:]]
 
     # --- sealing -------------------------------------------------------------------------------------------
 

@@ -101,6 +101,7 @@ def encode_body(kind: int, items: Sequence[bytes]) -> bytes:
 
 def decode_body(body: bytes, structure: str = "EcallMessage") -> Message:
     """Parse a body strictly: version 1, item count and sizes consistent, no trailing bytes."""
+    body = bytes(body)
     size = len(body)
     if size < _BODY.size:
         raise FormatError(structure, "header", 0, f"needs {_BODY.size} bytes, got {size}")
@@ -109,19 +110,18 @@ def decode_body(body: bytes, structure: str = "EcallMessage") -> Message:
         raise FormatError(structure, "version", 0, f"unsupported protocol version {version} (expected {VERSION})")
     if count > MAX_ITEMS:
         raise FormatError(structure, "count", 2, f"{count} items exceed the {MAX_ITEMS}-item limit")
-    view = memoryview(body)
     items: list[bytes] = []
-    offset = _BODY.size
+    append = items.append
     unpack = _ITEM.unpack_from
+    offset = _BODY.size
     for index in range(count):
         if size - offset < 4:
             raise FormatError(structure, f"items[{index}].size", offset, "truncated")
-        (length,) = unpack(body, offset)
-        offset += 4
-        if length > size - offset:
-            raise FormatError(structure, f"items[{index}]", offset, f"says {length} bytes, {size - offset} left")
-        items.append(bytes(view[offset : offset + length]))
-        offset += length
+        start = offset + 4
+        offset = start + unpack(body, offset)[0]
+        if offset > size:
+            raise FormatError(structure, f"items[{index}]", start, f"says {offset - start} bytes, {size - start} left")
+        append(body[start:offset])
     if offset != size:
         raise FormatError(structure, "end", offset, f"{size - offset} unexpected trailing bytes")
     return Message(kind, items)

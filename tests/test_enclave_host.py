@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,3 +197,11 @@ def test_launch_refusals(tmp_path: Path, platform: Path, sigstruct: Path) -> Non
     with pytest.raises(EnclaveError) as info:
         EnclaveClient(sigstruct, platform=platform, python="/bin/false").start()
     assert info.value.code == "ENCLAVE_EXITED"
+
+
+def test_program_entry_point_outside_gramine_refuses(tmp_path: Path) -> None:
+    """`python3 -m sgx_iot.enclave.program` is the entry inside Gramine; anywhere else it says so and exits."""
+    command = [sys.executable, "-P", "-m", "sgx_iot.enclave.program"]
+    with pytest.raises(EnclaveError) as info:
+        EnclaveClient(tmp_path / "unused", command=command).start()
+    assert info.value.code == "GRAMINE_UNAVAILABLE"

@@ -98,7 +98,9 @@ class EnclaveClient:
     ``sigstruct`` is the enclave's SIGSTRUCT file; ``platform`` the simulated platform folder (None: its default);
     ``source_root`` the tree the enclave runs from (default: the one this interpreter imports ``sgx_iot`` from);
     ``tap`` observes every frame crossing the boundary (tests use it); ``create_platform`` lets the loader
-    initialise a simulated platform folder that does not exist yet.
+    initialise a simulated platform folder that does not exist yet. ``command`` replaces the whole enclave command
+    line (e.g. ``["gramine-sgx", "sgx-iot-enclave"]`` on real SGX, see ``deploy/gramine``); the other launch
+    arguments are then unused, and the process must speak the protocol on stdin/stdout from its first frame.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class EnclaveClient:
         tap: Tap | None = None,
         python: str = sys.executable,
         create_platform: bool = True,
+        command: Sequence[str] | None = None,
     ) -> None:
         self._sigstruct = Path(sigstruct)
         self._platform = Path(platform) if platform is not None else None
@@ -119,6 +122,7 @@ class EnclaveClient:
         self._tap = tap
         self._python = python
         self._create_platform = create_platform
+        self._command = list(command) if command is not None else None
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self._channel: Channel | None = None
@@ -139,21 +143,26 @@ class EnclaveClient:
 
     def start(self) -> None:
         """Start the enclave process and wait until it is launched (or raise why it could not be)."""
-        if not self._sigstruct.is_file():
-            raise UsageError(f"the SIGSTRUCT {self._sigstruct} does not exist; create it with `sgx-iot enclave sign`")
-        command = [self._python, "-P", "-m", "sgx_iot.enclave.loader", "--sigstruct", str(self._sigstruct.resolve())]
-        if self._platform is not None:
-            command += ["--platform", str(self._platform.expanduser().resolve())]
-        if self._debug:
-            command.append("--debug")
-        if not self._create_platform:
-            command.append("--no-create")
+        if self._command is not None:
+            command = self._command
+        else:
+            if not self._sigstruct.is_file():
+                raise UsageError(f"the SIGSTRUCT {self._sigstruct} does not exist; create it with `sgx-iot enclave "
+                                 "sign`")
+            command = [self._python, "-P", "-m", "sgx_iot.enclave.loader", "--sigstruct",
+                       str(self._sigstruct.resolve())]  # fmt: skip
+            if self._platform is not None:
+                command += ["--platform", str(self._platform.expanduser().resolve())]
+            if self._debug:
+                command.append("--debug")
+            if not self._create_platform:
+                command.append("--no-create")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self._source_root), env.get("PYTHONPATH")) if p)
         self._stderr = tempfile.TemporaryFile()
         self._process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
-            cwd=str(self._source_root),
+            cwd=str(self._source_root) if self._command is None else None,
         )  # fmt: skip
         assert self._process.stdin is not None and self._process.stdout is not None
         self._channel = Channel(self._process.stdout, self._process.stdin, tap=self._tap)

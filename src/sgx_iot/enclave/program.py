@@ -318,3 +318,36 @@ def _arity(items: list[bytes], expected: int, op: str) -> None:
 
 def _spki(public_key: ec.EllipticCurvePublicKey) -> bytes:
     return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def main() -> int:
+    """``python3 -m sgx_iot.enclave.program``: the entry point *inside Gramine* (``deploy/gramine``), where
+    ``gramine-sgx`` has already measured and EINITed the enclave. Serves ECALLs on stdin/stdout with the
+    :class:`~sgx_iot.platform.gramine.GramineRuntime`; the first frame is the IDENTITY response, or an error
+    (``GRAMINE_UNAVAILABLE`` outside Gramine). On the simulated platform, :mod:`sgx_iot.enclave.loader` is the entry.
+    """
+    import sys
+
+    from sgx_iot.platform.gramine import GramineRuntime
+
+    frames_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # frames own stdout
+    channel = Channel(sys.stdin.buffer, frames_out)
+    try:
+        program = EnclaveProgram(GramineRuntime())
+    except PlatformError as exc:
+        try:
+            channel.send(encode_error(exc.code, exc.message))
+        except ChannelClosed:
+            pass
+        return 1
+    try:
+        channel.send(program.handle(encode_body(Op.IDENTITY, [])))
+    except ChannelClosed:
+        return 0
+    program.serve(channel)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.rule import Rule
 from rich.table import Table
 
-from sgx_iot.cli._common import EXIT_OK, EXIT_VERIFICATION_FAILED, console, handle_errors, print_json
+from sgx_iot.cli._common import EXIT_OK, EXIT_VERIFICATION_FAILED, console, err_console, handle_errors, print_json
 
 if TYPE_CHECKING:  # the demo pulls in the cloud service and the gateway: imported only when it runs
     from sgx_iot.demo import DemoResult, Step
@@ -20,6 +20,7 @@ _BANNER = {
     "baseline": "sgx-iot demo --baseline — the seed's OpenSSL baseline: a key on disk, no enclave",
 }
 
+_EXIT_INTERRUPTED = 130  # the shell's convention for a process stopped by SIGINT
 _SUMMARY_NOTE = {"demo": "simulated SGX platform", "baseline": "OpenSSL baseline: no enclave"}
 
 
@@ -85,14 +86,15 @@ def run(
 ) -> None:
     """Run the whole flow in one command, on the SIMULATED SGX platform, in a temporary folder.
 
-    Creates a simulated platform, signs the enclave, audits its MRENCLAVE from the source tree into the cloud's
-    policy, starts the cloud on a loopback port, provisions and registers the gateway (challenge, quote,
-    appraisal, EAR), signs Sensor_Data in the enclave and uploads it — then shows what the cloud refuses: a
-    swapped public key, a replayed nonce, a modified reading, a replayed sequence number, an enclave rebuilt from
-    modified source. Ends with a summary table. Needs no network beyond 127.0.0.1 and no services.
+    Creates a simulated platform, signs the enclave, audits its MRENCLAVE from the source tree
+    into the cloud's policy, starts the cloud on a loopback port, provisions and registers the
+    gateway (challenge, quote, appraisal, EAR), signs Sensor_Data in the enclave and uploads it,
+    then shows what the cloud refuses: a swapped public key, a replayed nonce, a modified reading,
+    a replayed sequence number, an enclave rebuilt from modified source. Ends with a summary table.
+    Needs no network beyond 127.0.0.1 and no services.
 
-    --baseline runs the seed's OpenSSL baseline (a P-256 key in a file, no enclave) and shows that the cloud
-    refuses to register the unattested key.
+    --baseline runs the seed's OpenSSL baseline (a P-256 key in a file, no enclave) and shows that
+    the cloud refuses to register the unattested key.
 
     Exit code 0 when every expected outcome happened, 1 otherwise, 2 for an unusable --workdir.
 
@@ -106,15 +108,19 @@ def run(
 
         sgx-iot demo --json | jq '.steps[] | [.title, .actual, .ok]'
     """
-    from sgx_iot.demo import run_baseline, run_demo
-
     mode = "baseline" if baseline else "demo"
     reporter = None
     if not json_output:
         console.print(f"[bold yellow]{escape(_BANNER[mode])}[/]", highlight=False)
         reporter = RichReporter()
-    runner = run_baseline if baseline else run_demo
-    result = runner(workdir, keep=keep, reporter=reporter)
+    try:
+        from sgx_iot.demo import run_baseline, run_demo
+
+        runner = run_baseline if baseline else run_demo
+        result = runner(workdir, keep=keep, reporter=reporter)
+    except KeyboardInterrupt:
+        err_console.print("interrupted", highlight=False)
+        raise typer.Exit(_EXIT_INTERRUPTED) from None
     if json_output:
         print_json(result.to_dict())
     else:

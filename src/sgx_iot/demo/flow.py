@@ -10,8 +10,8 @@ with the project's own library functions (the ones the CLI commands call):
 4. the cloud starts on a free loopback port (SQLite in the demo folder);
 5. the gateway generates and seals its P-256 key inside the enclave;
 6. it registers: challenge → quote (REPORTDATA binds key and nonce) → appraisal → EAR token;
-7. it signs ``Sensor_Data`` in the enclave (``openssl dgst -sha256 -verify`` accepts it) and uploads it as
-   signed readings, which the cloud verifies and stores;
+7. it signs ``Sensor_Data`` in the enclave (``openssl dgst -sha256 -verify`` accepts the signature) and
+   uploads it as one signed reading, as ``sgx-iot gateway send`` does; the cloud verifies and stores it;
 8. then what is refused, each with its code: a swapped public key, a replayed nonce, a modified reading, a
    replayed sequence number, and an enclave rebuilt from modified source (at EINIT, and at the cloud).
 

@@ -27,7 +27,7 @@ from sgx_iot.verify.policy import Policy, TrustRoot
 from sgx_iot.verify.readings import Reading, SignedReading, sign_reading
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SGX_IOT = [sys.executable, "-m", "sgx_iot.cli.main"]
+SGX_IOT = [str(Path(sys.executable).with_name("sgx-iot"))]  # the console script of this environment
 
 
 # --- a real gateway -------------------------------------------------------------------------------------------

@@ -189,6 +189,13 @@ def test_negative_now_is_a_usage_error(sample: tuple[bytes, bytes]) -> None:
         verify_dcap_quote(quote, collateral, now=-1)
 
 
+def test_now_beyond_u64_is_a_usage_error(sample: tuple[bytes, bytes]) -> None:
+    """dcap-qvl takes a u64: a larger time used to escape as OverflowError (a traceback from the CLI)."""
+    quote, collateral = sample
+    with pytest.raises(UsageError, match="2\\*\\*64"):
+        verify_dcap_quote(quote, collateral, now=1 << 64)
+
+
 @pytest.mark.parametrize(
     "text", [b"", b"not json", b"{}", b"[]", b'{"pck_crl_issuer_chain": 1}', b"\xff\xfe", b"null"]
 )

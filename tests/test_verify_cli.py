@@ -229,6 +229,14 @@ def test_quote_bad_root_exits_2(dcap: Path, g06: Path) -> None:
     assert "certificate" in err
 
 
+def test_quote_now_beyond_u64_exits_2_in_one_line(dcap: Path) -> None:
+    code, _, err = _run(
+        "quote", dcap / "sgx_quote", "--collateral", dcap / "sgx_quote_collateral.json", "--now", str(1 << 64)
+    )
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
 def test_quote_without_collateral_exits_2(dcap: Path) -> None:
     code, _, _ = _run("quote", dcap / "sgx_quote")
     assert code == 2

@@ -39,6 +39,8 @@ QuoteCollateralV3 = dcap_qvl.QuoteCollateralV3
 MAX_COLLATERAL_BYTES = 1024 * 1024
 FETCH_TIMEOUT_SECONDS = 30.0
 INTEL_ROOT = "Intel SGX Root CA (built into dcap-qvl)"
+MAX_UNIX_TIME = 1 << 64
+"""dcap-qvl takes the verification time as an unsigned 64-bit integer."""
 
 T = TypeVar("T")
 
@@ -122,13 +124,14 @@ def verify_dcap_quote(
 ) -> DcapVerification:
     """Verify ``quote`` with ``collateral`` at Unix time ``now``, against Intel's root or ``root_ca_der``.
 
-    Raises ``FormatError`` for a malformed quote, collateral or root, ``UsageError`` for a negative ``now`` and
+    Raises ``FormatError`` for a malformed quote, collateral or root, ``UsageError`` for a ``now`` outside
+    ``[0, 2**64)`` and
     ``VerificationError`` (codes: QUOTE_BAD_SIGNATURE, UNTRUSTED_ROOT, COLLATERAL_EXPIRED,
     COLLATERAL_NOT_YET_VALID, CERTIFICATE_EXPIRED, TCB_REVOKED, DEBUG_ENCLAVE, QE_IDENTITY_MISMATCH, …, and
     QUOTE_INVALID for anything else ``dcap-qvl`` refuses) when the evidence is not genuine or not current.
     """
-    if isinstance(now, bool) or not isinstance(now, int) or now < 0:
-        raise UsageError(f"the verification time must be a non-negative Unix time in seconds, got {now!r}")
+    if isinstance(now, bool) or not isinstance(now, int) or not 0 <= now < MAX_UNIX_TIME:
+        raise UsageError(f"the verification time must be a Unix time in seconds from 0 to 2**64 - 1, got {now!r}")
     parsed = DcapQuote.parse(quote)
     if not isinstance(collateral, QuoteCollateralV3):
         collateral = load_collateral(collateral)

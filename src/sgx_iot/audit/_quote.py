@@ -11,10 +11,10 @@ from __future__ import annotations
 import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sgx_iot.errors import VerificationError
+from sgx_iot.errors import UsageError, VerificationError
 from sgx_iot.sgx.dcap_quote import DcapQuote
 
 MAX_CHAIN = 5
@@ -23,10 +23,17 @@ MAX_CHAIN = 5
 def verify_quote_signatures(quote: DcapQuote, root_der: bytes, *, now: int) -> None:
     """Raise ``VerificationError`` unless ``quote`` is signed by a quoting enclave certified under ``root_der``.
 
-    Codes: ``CERTIFICATE_CHAIN_INVALID`` (chain broken, too long, not P-256 leaf), ``UNTRUSTED_ROOT`` (the chain
-    does not end at the pinned root), ``CERTIFICATE_EXPIRED`` / ``CERTIFICATE_NOT_YET_VALID`` (at ``now``), then
-    the quote's own ``QE_REPORT_BAD_SIGNATURE``, ``QE_REPORT_DATA_MISMATCH``, ``QUOTE_BAD_SIGNATURE``.
+    Codes: ``CERTIFICATE_CHAIN_INVALID`` (chain broken, too long, an issuer that is not a CA, not an EC leaf),
+    ``UNTRUSTED_ROOT`` (the chain does not end at the pinned root), ``CERTIFICATE_EXPIRED`` /
+    ``CERTIFICATE_NOT_YET_VALID`` (at ``now``), then the quote's own ``QE_REPORT_BAD_SIGNATURE``,
+    ``QE_REPORT_DATA_MISMATCH``, ``QUOTE_BAD_SIGNATURE``. ``UsageError`` when ``now`` is not a representable time.
     """
+    try:
+        if isinstance(now, bool) or not isinstance(now, int) or now < 0:
+            raise ValueError(now)
+        at = datetime.datetime.fromtimestamp(now, datetime.UTC)
+    except (ValueError, OverflowError, OSError):
+        raise UsageError(f"the verification time {now!r} is not a representable Unix time in seconds") from None
     root = x509.load_der_x509_certificate(root_der)
     chain = quote.pck_chain()
     if not chain or len(chain) > MAX_CHAIN:
@@ -35,13 +42,15 @@ def verify_quote_signatures(quote: DcapQuote, root_der: bytes, *, now: int) -> N
         chain = chain[:-1]
     if not chain:
         raise VerificationError("CERTIFICATE_CHAIN_INVALID", "the PCK chain holds only the root")
-    at = datetime.datetime.fromtimestamp(now, datetime.UTC)
     for cert, issuer in zip(chain, [*chain[1:], root], strict=True):
         try:
             cert.verify_directly_issued_by(issuer)
         except (ValueError, TypeError, InvalidSignature):
             code = "UNTRUSTED_ROOT" if issuer is root else "CERTIFICATE_CHAIN_INVALID"
             raise VerificationError(code, f"{_cn(cert)!r} is not issued by {_cn(issuer)!r}") from None
+        if not _is_ca(issuer):
+            raise VerificationError("CERTIFICATE_CHAIN_INVALID",
+                                    f"{_cn(issuer)!r} signs {_cn(cert)!r} but is not a CA (BasicConstraints)")
     for cert in [*chain, root]:
         if at < cert.not_valid_before_utc:
             raise VerificationError("CERTIFICATE_NOT_YET_VALID", f"{_cn(cert)!r} is not valid before "
@@ -49,12 +58,23 @@ def verify_quote_signatures(quote: DcapQuote, root_der: bytes, *, now: int) -> N
         if at > cert.not_valid_after_utc:
             raise VerificationError("CERTIFICATE_EXPIRED",
                                     f"{_cn(cert)!r} expired on {cert.not_valid_after_utc:%Y-%m-%d}")
-    pck_key = chain[0].public_key()
+    try:
+        pck_key = chain[0].public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        pck_key = None
     if not isinstance(pck_key, ec.EllipticCurvePublicKey):
         raise VerificationError("CERTIFICATE_CHAIN_INVALID", "the PCK certificate does not hold an EC key")
     quote.verify_qe_report_signature(pck_key)
     quote.verify_qe_report_binding()
     quote.verify_isv_signature()
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    """True when ``cert`` carries BasicConstraints with CA set (as dcap-qvl requires of every issuer)."""
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except (x509.ExtensionNotFound, ValueError):
+        return False
 
 
 def _cn(cert: x509.Certificate) -> str:

@@ -196,6 +196,17 @@ def test_nonce_expiry_uses_the_policy_lifetime(engine: sqlalchemy.Engine, world:
     assert svc.list_gateways() == []
 
 
+def test_old_challenges_are_forgotten(engine: sqlalchemy.Engine, world: SimWorld) -> None:
+    clock = [1_000_000.0]
+    svc = service(engine, world, clock)
+    old = svc.issue_challenge()
+    clock[0] += 86_400 + world.policy().nonce_lifetime + 1
+    svc.issue_challenge()
+    with engine.connect() as c:
+        nonces = [r[0] for r in c.execute(sqlalchemy.text("SELECT nonce FROM challenges"))]
+    assert old.nonce.hex() not in nonces and len(nonces) == 1
+
+
 def test_concurrent_registrations_with_one_nonce(engine: sqlalchemy.Engine, world: SimWorld) -> None:
     svc = service(engine, world)
     c = svc.issue_challenge()

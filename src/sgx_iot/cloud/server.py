@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -12,11 +13,29 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from sgx_iot.cloud import db
 from sgx_iot.cloud.api import create_app
 from sgx_iot.cloud.settings import Settings, from_environment
 from sgx_iot.errors import UsageError
+
+
+class NoDelayH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with TCP_NODELAY on each connection.
+
+    uvicorn writes a response's head and body separately; without TCP_NODELAY, Nagle's algorithm holds the body
+    until the client's delayed ACK (about 40 ms on Linux) — a floor under every request's latency.
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # pragma: no cover - not a TCP socket after all
+                pass
+        super().connection_made(transport)
 
 
 def prepare(settings: Settings) -> None:
@@ -42,7 +61,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, work
         raise UsageError("--workers must be at least 1")
     prepare(settings)
     common: dict[str, Any] = dict(host=host, port=port, log_level=log_level, server_header=False,
-                                  timeout_keep_alive=30)
+                                  timeout_keep_alive=30, http=NoDelayH11Protocol)
     if workers == 1:
         uvicorn.run(create_app(settings, run_migrations=False), **common)
     else:
@@ -64,7 +83,7 @@ class BackgroundServer:
         self._sock.bind((host, port))
         self.port = self._sock.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
-        config = uvicorn.Config(app, log_level=log_level, lifespan="on", server_header=False)
+        config = uvicorn.Config(app, log_level=log_level, lifespan="on", server_header=False, http=NoDelayH11Protocol)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 

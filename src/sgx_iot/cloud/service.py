@@ -25,7 +25,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -201,6 +201,8 @@ class CloudService:
         challenge = Challenge(nonce, now, now + self.policy.nonce_lifetime)
         with self.sessions.begin() as s:
             s.add(ChallengeRow(nonce=nonce.hex(), created_at=now, expires_at=challenge.expires_at))
+            # Forget challenges expired for a day (used ones included): the table stays small.
+            s.execute(delete(ChallengeRow).where(ChallengeRow.expires_at < now - 86_400))
         return challenge
 
     def _nonce_check(self, now: int) -> Callable[[bytes], None]:

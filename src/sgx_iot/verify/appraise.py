@@ -291,7 +291,7 @@ def appraise(
         checks.fail("quote", exc.code, exc.message)
         checks.skip(*after, why="the quote did not verify")
         return finish()
-    except SgxIotError as exc:
+    except (SgxIotError, ValueError) as exc:
         checks.fail("quote", "QUOTE_INVALID", f"the quote or its collateral could not be used: {exc}")
         checks.skip(*after, why="the quote did not verify")
         return finish()
@@ -365,9 +365,12 @@ def _chain_root(cert_type: int, cert_data: bytes) -> _ChainRoot:
     from sgx_iot.sgx.dcap_quote import CertificationData
 
     cert = CertificationData(cert_type, cert_data).pem_chain()[-1]
-    der = cert.public_bytes(Encoding.DER)
-    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    subject = cert.subject.rfc4514_string()
+    try:  # cryptography parses some fields lazily: a malformed certificate fails here
+        der = cert.public_bytes(Encoding.DER)
+        cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        subject = cert.subject.rfc4514_string()
+    except ValueError as exc:
+        raise FormatError("CertificationData", "cert_data", None, f"malformed root certificate: {exc}") from None
     return _ChainRoot(hashlib.sha256(der).hexdigest(), der, subject, str(cns[0].value) if cns else subject)
 
 

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
+from cryptography.hazmat.primitives.serialization import Encoding
 from typer.testing import CliRunner
 
 from sgx_iot.cli.inspect import render_text, run
 from sgx_iot.errors import FormatError
 from sgx_iot.sgx import detect as d
 from sgx_iot.sgx.attributes import Attributes
+from sgx_iot.sgx.dcap_quote import CertificationData, DcapQuote
 from sgx_iot.sgx.keyrequest import seal_key_request
 from sgx_iot.sgx.report import Report, ReportBody, TargetInfo
 from sgx_iot.sgx.sealed import seal
@@ -81,6 +85,34 @@ def test_tampered_quote_shows_failed_check(vectors: Path, tmp_path: Path) -> Non
     out = _json(path)
     assert out["fields"]["checks"]["isv_signature"] == "QUOTE_BAD_SIGNATURE"
     assert out["fields"]["checks"]["qe_report_binding"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("oid", "replacement"),
+    [
+        ("06072a8648ce3d0201", "06072a8648ce3d0209"),  # id-ecPublicKey → an unknown key algorithm
+        ("06082a8648ce3d030107", "06082a8648ce3d030109"),  # prime256v1 → an unsupported curve
+    ],
+)
+def test_quote_whose_pck_key_cannot_be_loaded(vectors: Path, tmp_path: Path, oid: str, replacement: str) -> None:
+    """The leaf's key used to escape as cryptography's UnsupportedAlgorithm (a traceback from inspect)."""
+    raw = (vectors / "dcap/dcap-qvl-sample/sgx_quote").read_bytes()
+    quote = DcapQuote.parse(raw)
+    leaf, *rest = quote.pck_chain()
+    der = leaf.public_bytes(Encoding.DER)
+    assert der.count(bytes.fromhex(oid)) == 1
+    bad_leaf = der.replace(bytes.fromhex(oid), bytes.fromhex(replacement))
+    pem = b"".join(
+        [b"-----BEGIN CERTIFICATE-----\n", base64.encodebytes(bad_leaf), b"-----END CERTIFICATE-----\n"]
+        + [c.public_bytes(Encoding.PEM) for c in rest]
+    )
+    certification = CertificationData(5, pem + b"\x00")
+    path = tmp_path / "quote"
+    path.write_bytes(replace(quote, signature_data=replace(quote.signature_data, certification=certification))
+                     .to_bytes())
+    checks = _json(path)["fields"]["checks"]
+    assert checks["qe_report_signature"].startswith("the PCK certificate's public key is unusable")
+    assert checks["isv_signature"] == "ok"
 
 
 def test_epid_quote(vectors: Path) -> None:

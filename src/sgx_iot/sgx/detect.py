@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from sgx_iot.errors import FormatError, SgxIotError
@@ -325,21 +326,24 @@ def _dcap_checks(quote: DcapQuote) -> dict[str, str]:
         "qe_report_binding": _check(quote.verify_qe_report_binding),
     }
     try:
-        leaf = quote.pck_chain()[0]
+        pck_key = quote.pck_chain()[0].public_key()
     except (FormatError, IndexError):
         checks["qe_report_signature"] = "no PCK certificate in the certification data"
+    except (ValueError, UnsupportedAlgorithm) as exc:  # a key type or curve cryptography cannot load
+        checks["qe_report_signature"] = f"the PCK certificate's public key is unusable ({exc})"
     else:
-        checks["qe_report_signature"] = _check(quote.verify_qe_report_signature, leaf.public_key())
+        checks["qe_report_signature"] = _check(quote.verify_qe_report_signature, pck_key)
     checks["note"] = "the quote's own signatures only; chain, collateral and TCB: `sgx-iot verify quote`"
     return checks
 
 
 def _describe_certificate(cert: x509.Certificate) -> dict[str, Any]:
-    return {
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
-        "serial": f"{cert.serial_number:x}",
-        "not_before": cert.not_valid_before_utc.isoformat(),
-        "not_after": cert.not_valid_after_utc.isoformat(),
-        "sha256": hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(),
-    }
+    out: dict[str, Any] = {}
+    try:  # names are decoded lazily: a malformed one raises only now
+        out.update(subject=cert.subject.rfc4514_string(), issuer=cert.issuer.rfc4514_string())
+    except ValueError as exc:
+        out["names_error"] = str(exc)
+    out.update(serial=f"{cert.serial_number:x}", not_before=cert.not_valid_before_utc.isoformat(),
+               not_after=cert.not_valid_after_utc.isoformat(),
+               sha256=hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest())
+    return out

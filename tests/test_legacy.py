@@ -91,6 +91,8 @@ def test_signature_that_is_not_der_fails(g06: Path) -> None:
         (g06 / "ias_report.json").read_bytes(), data=b"x", signature=b"\x00" * 64
     )
     assert _outcomes(verdict)["data signature"] is Outcome.FAIL
+    sentence = next(c.sentence for c in verdict.checks if c.name == "data signature")
+    assert "not a DER ECDSA signature" in sentence  # said as such, not as "does not verify"
 
 
 def test_tampered_report_fails_its_ias_check_but_lists_the_rest(g06: Path) -> None:

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sgx_iot.errors import FormatError, UsageError, VerificationError
 from sgx_iot.sgx.detect import describe
+from sgx_iot.sgx.ecdsa import der_to_raw
 from sgx_iot.sgx.keybinding import legacy_public_key
 from sgx_iot.sgx.report import ReportBody
 from sgx_iot.sgx.sdk_enclave import SdkEnclave
@@ -236,6 +237,10 @@ def _data_signature(key: ec.EllipticCurvePublicKey | None, data: bytes, signatur
     if key is None:
         return Check("data signature", Outcome.FAIL, "no attested public key to check the data signature with")
     try:
+        der_to_raw(signature)  # cryptography would report a malformed signature as merely "invalid"
+    except FormatError:
+        return Check("data signature", Outcome.FAIL, "the signature file is not a DER ECDSA signature")
+    try:
         key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         return Check(
@@ -244,8 +249,6 @@ def _data_signature(key: ec.EllipticCurvePublicKey | None, data: bytes, signatur
             f"the signature does not verify over the {len(data)}-byte data file with the attested key "
             "(other data, or signed by another key)",
         )
-    except ValueError:  # not DER
-        return Check("data signature", Outcome.FAIL, "the signature file is not a DER ECDSA signature")
     return Check(
         "data signature",
         Outcome.PASS,

@@ -61,6 +61,15 @@ def test_write_reference_atomically_and_validated(tmp_path: Path) -> None:
     assert out.read_text() == "[tcb]\nallowed_debug = true\n", "a refused write leaves the file as it was"
 
 
+def test_write_reference_over_a_binary_file_is_a_format_error(tmp_path: Path) -> None:
+    """Not UTF-8: used to escape as UnicodeDecodeError (a traceback from `audit reference --out`)."""
+    out = tmp_path / "enclave.signed.so"
+    out.write_bytes(b"\x7fELF\xff\xfe" + bytes(100))
+    with pytest.raises(FormatError, match="not UTF-8"):
+        write_reference(out, VALUES)
+    assert out.read_bytes() == b"\x7fELF\xff\xfe" + bytes(100)
+
+
 @pytest.mark.vectors
 def test_reference_from_signed_sdk_enclave(vectors: Path) -> None:
     signed = (vectors / "ias" / "iot-gateway-2021-06" / "enclave.signed.so").read_bytes()

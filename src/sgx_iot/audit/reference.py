@@ -130,11 +130,15 @@ def merge_into_policy(existing: str | None, values: ReferenceValues) -> str:
 def write_reference(path: str | os.PathLike[str], values: ReferenceValues) -> Policy:
     """Write ``values`` into the policy file at ``path`` (created, or its ``[enclave]`` table replaced), atomically.
 
-    The new text is parsed as a policy first (``FormatError`` if the existing rest of the file is not valid) and
-    must hold exactly these reference values. Returns the policy written.
+    The new text is parsed as a policy first (``FormatError`` if the existing file is not UTF-8 text or the rest of
+    it is not valid) and must hold exactly these reference values. Returns the policy written.
     """
     target = Path(path)
-    existing = target.read_text(encoding="utf-8") if target.exists() else None
+    try:
+        existing = target.read_text(encoding="utf-8") if target.exists() else None
+    except UnicodeDecodeError as exc:
+        raise FormatError("policy", "(document)", exc.start, f"{target} is not UTF-8 text, so not a policy file; "
+                          "give another --out") from None
     text = merge_into_policy(existing, values)
     policy = Policy.from_toml(text, base_dir=target.parent)
     if policy.mrenclaves != frozenset({values.mrenclave}):  # pragma: no cover - guards merge_into_policy

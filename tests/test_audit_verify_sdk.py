@@ -213,6 +213,8 @@ def test_unusable_inputs(bazinga: Path, vectors: Path, tmp_path: Path) -> None:
         verify_mrenclave(None, signed, unsigned=b"\x7fELF truncated")
     with pytest.raises(FormatError):
         verify_mrenclave(None, signed, unsigned=unsigned, quote=b"\x03\x00 short quote")
+    with pytest.raises(FormatError, match="nested too deeply"):  # json's RecursionError used to escape
+        verify_mrenclave(None, signed, unsigned=unsigned, evidence=b"[" * 100_000)
     with pytest.raises(UsageError, match="is for Intel SGX SDK enclaves"):
         verify_mrenclave(None, vectors / "ias" / "iot-gateway-2021-06" / "sigstruct.bin", unsigned=unsigned)
 

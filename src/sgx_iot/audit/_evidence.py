@@ -80,7 +80,10 @@ def read_quote(quote: bytes, collateral: Any = None, *, root_ca: bytes | None = 
 def read_evidence_bundle(data: bytes, collateral: Any = None, *, root_ca: bytes | None = None,
                          now: int | None = None) -> ReadEvidence:
     """An sgx-iot evidence bundle: its quote, and REPORTDATA checked against its public key and nonce."""
-    evidence = Evidence.from_json(data)
+    try:
+        evidence = Evidence.from_json(data)
+    except RecursionError:  # json's own error for deep nesting, which Evidence.from_json lets through
+        raise FormatError("evidence", "(document)", None, "not JSON: nested too deeply") from None
     read = read_quote(evidence.quote, collateral if collateral is not None else evidence.collateral,
                       root_ca=root_ca, now=now, platform=evidence.platform, kind="sgx-iot evidence")
     try:

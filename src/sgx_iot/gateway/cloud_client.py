@@ -210,10 +210,10 @@ class CloudClient:
         for i, (item, sent) in enumerate(zip(items, readings, strict=True)):
             if not isinstance(item, dict):
                 raise FormatError(_STRUCTURE, f"verdicts[{i}]", None, "must be an object")
+            code = item.get("code")
             verdict = Verdict(
-                gateway=_field(item, "gateway", str), seq=_field(item, "seq", int),
-                status=_field(item, "status", str), code=item.get("code") if isinstance(item.get("code"), str) else None,
-                message=_field(item, "message", str),
+                gateway=_field(item, "gateway", str), seq=_field(item, "seq", int), status=_field(item, "status", str),
+                code=code if isinstance(code, str) else None, message=_field(item, "message", str),
             )  # fmt: skip
             if (verdict.gateway, verdict.seq) != (sent.reading.gateway, sent.reading.seq):
                 raise FormatError(_STRUCTURE, f"verdicts[{i}]", None, "does not answer the reading sent at that index")

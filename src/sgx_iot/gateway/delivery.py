@@ -1,0 +1,362 @@
+"""Delivering readings: outbox first, enclave signature, upload in batches, per-reading verdicts.
+
+:class:`Delivery` ties the outbox (:mod:`sgx_iot.gateway.outbox`), the enclave (anything with
+``sign(messages) -> Signatures``, normally a :class:`~sgx_iot.gateway.session.GatewaySession`) and the cloud
+(:class:`~sgx_iot.gateway.cloud_client.CloudClient`):
+
+1. :meth:`Delivery.accept` stores payloads durably and gives them sequence numbers;
+2. :meth:`Delivery.sign_pending` signs what is not signed yet, one ECALL per batch, the canonical encoding of
+   :class:`~sgx_iot.verify.readings.Reading`, and refuses to sign with a key other than the registered one;
+3. :meth:`Delivery.upload_pending` uploads signed entries in batches (bounded in count and bytes), deletes the
+   acknowledged ones (``stored`` or ``duplicate``), moves readings refused for good to the dead-letter table,
+   keeps the others (the cloud unreachable, the gateway not registered yet) for a later attempt.
+
+:func:`run` is the long-running loop of ``gateway run``: it reads lines from an input, flushes them into the
+outbox every ``batch`` lines or ``flush_interval`` seconds, and retries uploads with exponential backoff and
+jitter while the cloud is unreachable.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sgx_iot.enclave.host import Signatures
+from sgx_iot.errors import FormatError, UsageError
+from sgx_iot.gateway.cloud_client import CloudClient, CloudRefusal, CloudUnavailable, RetryPolicy, Verdict
+from sgx_iot.gateway.inputs import LineSource
+from sgx_iot.gateway.outbox import Outbox
+from sgx_iot.gateway.registration import key_fingerprint
+from sgx_iot.verify.readings import Reading, SignedReading
+
+DEFAULT_BATCH = 100
+MAX_BATCH = 1000
+"""The cloud's default limit of readings per request."""
+DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
+"""JSON bytes per upload request (the cloud refuses bodies above 2 MiB by default)."""
+
+#: Refusals that may stop being refusals (the gateway registers later): the reading stays in the outbox.
+#: (The cloud's ingest says UNKNOWN_GATEWAY; its registry says GATEWAY_NOT_FOUND.)
+RETRYABLE_CODES = frozenset({"UNKNOWN_GATEWAY", "GATEWAY_NOT_FOUND"})
+#: Whole-request refusals caused by the content of the batch: split it to find and dead-letter the culprit.
+_CONTENT_STATUSES = frozenset({400, 413, 422})
+
+
+class Signer(Protocol):
+    """Signs messages in the enclave (one ECALL per call, as far as the ECALL size allows)."""
+
+    def sign(self, messages: Sequence[bytes]) -> Signatures: ...
+
+
+@dataclass
+class DeliveryReport:
+    """One delivery round: every verdict the cloud gave, what stayed in the outbox, and why it stopped early."""
+
+    verdicts: list[Verdict] = field(default_factory=list)
+    dead_lettered: int = 0
+    signed: int = 0
+    pending: int = 0
+    error: str | None = None
+
+    @property
+    def stored(self) -> int:
+        return sum(1 for v in self.verdicts if v.status == "stored")
+
+    @property
+    def duplicates(self) -> int:
+        return sum(1 for v in self.verdicts if v.status == "duplicate")
+
+    @property
+    def refused(self) -> int:
+        return sum(1 for v in self.verdicts if v.status == "refused")
+
+    @property
+    def acknowledged(self) -> int:
+        return sum(1 for v in self.verdicts if v.acknowledged)
+
+    def merge(self, other: DeliveryReport) -> None:
+        self.verdicts += other.verdicts
+        self.dead_lettered += other.dead_lettered
+        self.signed += other.signed
+        self.pending = other.pending
+        self.error = other.error
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stored": self.stored, "duplicates": self.duplicates, "refused": self.refused,
+            "dead_lettered": self.dead_lettered, "pending": self.pending, "error": self.error,
+            "verdicts": [v.to_dict() for v in self.verdicts],
+        }  # fmt: skip
+
+
+class Delivery:
+    """Delivers gateway ``gateway``'s readings from ``outbox`` to the cloud through ``client``.
+
+    ``key_sha256`` is the fingerprint of the key the cloud registered: signing with another key (the gateway was
+    re-provisioned since) is refused with a ``UsageError`` asking to register again, before anything is signed.
+    """
+
+    def __init__(self, outbox: Outbox, signer: Signer, client: CloudClient, gateway: str, *,
+                 key_sha256: str | None = None, batch: int = DEFAULT_BATCH,
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:  # fmt: skip
+        if not 1 <= batch <= MAX_BATCH:
+            raise UsageError(f"the batch size must be between 1 and {MAX_BATCH}, not {batch}")
+        self.outbox = outbox
+        self.signer = signer
+        self.client = client
+        self.gateway = gateway
+        self.key_sha256 = key_sha256
+        self.batch = batch
+        self.max_request_bytes = max_request_bytes
+
+    # --- the three steps -----------------------------------------------------------------------------------
+
+    def accept(self, payloads: Sequence[bytes], *, source: str | None = None, offset: int | None = None
+               ) -> list[Reading]:  # fmt: skip
+        """Store ``payloads`` durably as new readings (sequence numbers allocated in the same transaction)."""
+        if not payloads:
+            return []
+        return self.outbox.enqueue(self.gateway, payloads, source=source, offset=offset)
+
+    def sign_pending(self) -> int:
+        """Sign every unsigned entry, ``batch`` readings per ECALL; return how many were signed."""
+        total = 0
+        while readings := self.outbox.unsigned(self.batch):
+            result = self.signer.sign([r.to_bytes() for r in readings])
+            if len(result.signatures) != len(readings):
+                raise FormatError("EcallResponse", "signatures", None,
+                                  f"{len(result.signatures)} signatures for {len(readings)} readings")
+            self._check_key(result)
+            self.outbox.set_signatures((r.seq, s) for r, s in zip(readings, result.signatures, strict=True))
+            total += len(readings)
+        return total
+
+    def upload_pending(self) -> DeliveryReport:
+        """Upload every signed entry once (oldest first); see the module docstring for what happens to each."""
+        report = DeliveryReport()
+        after = -1
+        try:
+            while batch := self.outbox.ready(self.batch, after=after):
+                after = batch[-1].reading.seq
+                for chunk in _by_size(batch, self.max_request_bytes):
+                    self._upload(chunk, report)
+        except CloudUnavailable as exc:
+            report.error = str(exc)
+        except CloudRefusal as exc:
+            report.error = f"the cloud refused the upload: {exc}"
+        except FormatError as exc:
+            report.error = f"the cloud's answer is malformed: {exc}"
+        if report.error is None:
+            kept = [v for v in report.verdicts if v.status == "refused" and not self._permanent(v)]
+            if kept:
+                report.error = f"{len(kept)} reading(s) kept for a later attempt: {kept[0].code}: {kept[0].message}"
+        if report.error is not None:
+            self.outbox.record_error(report.error)
+        elif report.verdicts:
+            self.outbox.clear_error()
+        report.pending = self.outbox.depth()
+        return report
+
+    def deliver(self) -> DeliveryReport:
+        """Sign what is unsigned, then upload what is signed."""
+        signed = self.sign_pending()
+        report = self.upload_pending()
+        report.signed = signed
+        return report
+
+    def send(self, payloads: Sequence[bytes]) -> DeliveryReport:
+        """Accept ``payloads`` and deliver everything pending (earlier readings included)."""
+        self.accept(payloads)
+        return self.deliver()
+
+    # --- internals -----------------------------------------------------------------------------------------
+
+    def _check_key(self, result: Signatures) -> None:
+        if self.key_sha256 is None:
+            return
+        actual = key_fingerprint(result.public_key)
+        if actual != self.key_sha256:
+            raise UsageError(f"the enclave signs with key {actual[:16]}… but the cloud registered "
+                             f"{self.key_sha256[:16]}… for this gateway (was it provisioned again?); run `sgx-iot "
+                             "gateway register` again before sending (the readings stay in the outbox)")
+
+    def _permanent(self, verdict: Verdict) -> bool:
+        return not (verdict.code in RETRYABLE_CODES and verdict.gateway == self.gateway)
+
+    def _upload(self, chunk: list[SignedReading], report: DeliveryReport) -> None:
+        seqs = [r.reading.seq for r in chunk]
+        try:
+            verdicts = self.client.upload(chunk)
+        except CloudRefusal as exc:
+            if exc.status not in _CONTENT_STATUSES:
+                self.outbox.record_attempt(seqs, str(exc))
+                raise
+            if len(chunk) > 1:  # isolate the reading the cloud cannot take
+                middle = len(chunk) // 2
+                self._upload(chunk[:middle], report)
+                self._upload(chunk[middle:], report)
+                return
+            reading = chunk[0].reading
+            verdicts = [Verdict(reading.gateway, reading.seq, "refused", exc.code, exc.message)]
+        except CloudUnavailable as exc:
+            self.outbox.record_attempt(seqs, str(exc))
+            raise
+        self.outbox.acknowledge(v.seq for v in verdicts if v.acknowledged)
+        refused = [v for v in verdicts if v.status == "refused"]
+        report.dead_lettered += self.outbox.dead_letter(
+            (v.seq, v.code or "REFUSED", v.message) for v in refused if self._permanent(v))
+        kept = [v.seq for v in refused if not self._permanent(v)]
+        if kept:
+            first = next(v for v in refused if not self._permanent(v))
+            self.outbox.record_attempt(kept, f"{first.code}: {first.message}")
+        report.verdicts += verdicts
+
+
+def _by_size(batch: list[SignedReading], budget: int) -> Iterable[list[SignedReading]]:
+    """Split ``batch`` into requests whose JSON stays within ``budget`` bytes (one reading per request at least)."""
+    chunk: list[SignedReading] = []
+    size = 0
+    for item in batch:
+        cost = 4 * (len(item.reading.payload) + len(item.signature) + 4) // 3 + len(item.reading.gateway) + 120
+        if chunk and size + cost > budget:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += cost
+    if chunk:
+        yield chunk
+
+
+# --- gateway run ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How ``gateway run`` batches, flushes, retries and (for tests and scripts) stops.
+
+    ``max_readings``: stop reading after that many lines (then deliver them and exit). ``idle_exit``: exit once
+    that many seconds passed with no new line and no upload progress.
+    """
+
+    flush_interval: float = 1.0
+    max_readings: int | None = None
+    idle_exit: float | None = None
+    backoff: RetryPolicy = RetryPolicy(base_delay=1.0, max_delay=60.0)
+    poll: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.flush_interval < 0 or (self.idle_exit is not None and self.idle_exit < 0):
+            raise UsageError("--flush-interval and --idle-exit must not be negative")
+        if self.max_readings is not None and self.max_readings < 1:
+            raise UsageError("--max-readings must be at least 1")
+
+
+@dataclass
+class RunSummary:
+    """What one ``gateway run`` did."""
+
+    read: int = 0
+    skipped: int = 0
+    rounds: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    refused: int = 0
+    pending: int = 0
+    last_error: str | None = None
+
+    def add(self, report: DeliveryReport) -> None:
+        self.rounds += 1
+        self.stored += report.stored
+        self.duplicates += report.duplicates
+        self.refused += report.refused
+        self.pending = report.pending
+        self.last_error = report.error
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def run(
+    delivery: Delivery,
+    source: LineSource,
+    options: RunOptions = RunOptions(),
+    *,
+    emit: Callable[[DeliveryReport], None] = lambda report: None,
+    stop: threading.Event | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RunSummary:
+    """Read lines from ``source`` and deliver them until the input ends, ``stop`` is set, or a bound is reached.
+
+    Lines are stored in the outbox every ``delivery.batch`` lines or ``options.flush_interval`` seconds (with the
+    offset reached in a followed file, in the same transaction); each round's report goes to ``emit``. Uploads
+    that fail are retried after ``options.backoff.delay(n)`` for the *n*-th failure in a row. When the input ends
+    the buffered lines are stored, and delivery goes on until nothing deliverable is left or ``idle_exit`` passes;
+    when ``stop`` is set the buffered lines are stored, one upload is tried (unless in backoff) and it returns.
+    """
+    summary = RunSummary()
+    buffer: list[bytes] = []
+    buffer_end: int | None = None
+    buffered_at = 0.0
+    input_done = False
+    failures = 0
+    retry_at = 0.0
+    last_activity = clock()
+    need_delivery = True  # what an earlier run left in the outbox
+
+    while True:
+        stopping = stop is not None and stop.is_set()
+        input_done = input_done or stopping
+        now = clock()
+        deadlines = [now + options.poll]
+        if buffer:
+            deadlines.append(buffered_at + options.flush_interval)
+        if need_delivery:
+            deadlines.append(retry_at)
+        if options.idle_exit is not None:
+            deadlines.append(last_activity + options.idle_exit)
+        timeout = max(0.0, min(deadlines) - now)
+        if not input_done:
+            for line in source.read(timeout):
+                if line.error is not None:
+                    summary.skipped += 1
+                    delivery.outbox.record_error(line.error)
+                    continue
+                if not buffer:
+                    buffered_at = clock()
+                buffer.append(line.data)
+                buffer_end = line.end
+                summary.read += 1
+                last_activity = clock()
+                if options.max_readings is not None and summary.read >= options.max_readings:
+                    input_done = True
+                    break
+            input_done = input_done or source.eof
+        elif timeout > 0 and not buffer:
+            sleep(timeout)
+        now = clock()
+        if buffer and (len(buffer) >= delivery.batch or now - buffered_at >= options.flush_interval or input_done):
+            delivery.accept(buffer, source=source.key, offset=buffer_end)
+            buffer = []
+            need_delivery = True
+        if need_delivery and now >= retry_at:
+            report = delivery.deliver()
+            summary.add(report)
+            emit(report)
+            if report.acknowledged:
+                last_activity = clock()
+            if report.error is not None:
+                failures += 1
+                retry_at = clock() + options.backoff.delay(failures)
+            else:
+                failures, retry_at, need_delivery = 0, 0.0, False
+        if buffer:
+            continue
+        if stopping or (input_done and not need_delivery):
+            break
+        if options.idle_exit is not None and clock() - last_activity >= options.idle_exit:
+            break
+    summary.pending = delivery.outbox.depth()
+    return summary

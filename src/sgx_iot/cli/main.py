@@ -8,6 +8,7 @@ from sgx_iot import __version__
 from sgx_iot.cli import audit, cloud, demo, enclave, gateway, inspect, sim, verify
 from sgx_iot.cli import audit_verify  # noqa: F401
 from sgx_iot.cli import verify_evidence  # noqa: F401  (registers `verify evidence`)
+from sgx_iot.cli import gateway_net  # noqa: F401
 
 app = typer.Typer(
     name="sgx-iot",

@@ -16,7 +16,7 @@ from sgx_iot.errors import FormatError
 
 def test_body_bytes_are_as_documented() -> None:
     body = encode_body(Op.SIGN, [b"ab", b""])
-    assert body == bytes([1, 5]) + struct.pack("<I", 2) + struct.pack("<I", 2) + b"ab" + struct.pack("<I", 0)
+    assert body == bytes([1, 5]) + struct.pack("<III", 2, 2, 0) + b"ab"
     assert decode_body(body) == protocol.Message(5, [b"ab", b""])
 
 
@@ -34,10 +34,12 @@ def test_error_body() -> None:
         (bytes([1, 1, 0, 0, 0]), "header"),
         (bytes([2, 1]) + bytes(4), "version"),
         (bytes([1, 1]) + struct.pack("<I", protocol.MAX_ITEMS + 1), "count"),
-        (bytes([1, 1]) + struct.pack("<I", 1) + b"\x01\x00", "items[0].size"),
-        (bytes([1, 1]) + struct.pack("<I", 1) + struct.pack("<I", 5) + b"abcd", "items[0]"),
+        (bytes([1, 1]) + struct.pack("<I", 1) + b"\x01\x00", "sizes"),
+        (bytes([1, 1]) + struct.pack("<I", 2) + struct.pack("<I", 5), "sizes"),
+        (bytes([1, 1]) + struct.pack("<II", 1, 5) + b"abcd", "items"),
         (bytes([1, 1]) + struct.pack("<I", 0) + b"x", "end"),
-        (bytes([1, 1]) + struct.pack("<I", 1) + struct.pack("<I", 1) + b"ab", "end"),
+        (bytes([1, 1]) + struct.pack("<II", 1, 1) + b"ab", "end"),
+        (bytes([1, 1]) + struct.pack("<III", 2, 0xFFFFFFFF, 0xFFFFFFFF) + b"ab", "items"),
     ],
 )
 def test_malformed_bodies_name_the_field(body: bytes, field: str) -> None:

@@ -11,6 +11,7 @@ quotes and signatures: private keys stay in the enclave process.
 from __future__ import annotations
 
 import enum
+import io
 import os
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from sgx_iot.enclave.image import installed_source_root
 from sgx_iot.enclave.loader import LAUNCH_USAGE
 from sgx_iot.enclave.protocol import (
     MAX_FRAME,
+    READ_BUFFER,
     STATUS_ERROR,
     STATUS_OK,
     Channel,
@@ -125,6 +127,7 @@ class EnclaveClient:
         self._command = list(command) if command is not None else None
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
+        self._reader: IO[bytes] | None = None
         self._channel: Channel | None = None
         self._lock = threading.Lock()
         self._last_key: tuple[bytes, ec.EllipticCurvePublicKey] | None = None
@@ -161,11 +164,12 @@ class EnclaveClient:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self._source_root), env.get("PYTHONPATH")) if p)
         self._stderr = tempfile.TemporaryFile()
         self._process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env, bufsize=0,
             cwd=str(self._source_root) if self._command is None else None,
         )  # fmt: skip
         assert self._process.stdin is not None and self._process.stdout is not None
-        self._channel = Channel(self._process.stdout, self._process.stdin, tap=self._tap)
+        self._reader = io.BufferedReader(self._process.stdout, buffer_size=READ_BUFFER)  # type: ignore[arg-type]
+        self._channel = Channel(self._reader, self._process.stdin, tap=self._tap)
         try:
             items = self._receive()
             fields = decode_identity(items[0]) if len(items) == 2 else None
@@ -182,7 +186,7 @@ class EnclaveClient:
         """Close the channel and wait for the enclave process to exit (kill it if it does not)."""
         process, self._process = self._process, None
         if process is not None:
-            for stream in (process.stdin, process.stdout):
+            for stream in (process.stdin, self._reader):
                 try:
                     if stream is not None:
                         stream.close()

@@ -13,13 +13,13 @@ Not part of the measured image, like ``urts`` and the platform itself.
 from __future__ import annotations
 
 import argparse
-import os
+
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sgx_iot.enclave import image
-from sgx_iot.enclave.protocol import Channel, ChannelClosed, Op, encode_body, encode_error
+from sgx_iot.enclave.protocol import Channel, ChannelClosed, Op, encode_body, encode_error, stdio_channel
 from sgx_iot.errors import PlatformError, SgxIotError, UsageError
 from sgx_iot.sgx.sigstruct import Sigstruct
 
@@ -77,10 +77,7 @@ def _check_imported_from(root: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the enclave process until the host closes its stdin. Exit code 0, or 1 if the launch failed."""
     args = _parse_args(argv)
-    # Frames own stdout: keep a private copy of it and send anything else printed there to stderr.
-    frames_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    channel = Channel(sys.stdin.buffer, frames_out)
+    channel = stdio_channel()
     try:
         program = launch(args.platform, args.sigstruct, debug=args.debug, create=not args.no_create)
     except PlatformError as exc:

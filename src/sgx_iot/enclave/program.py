@@ -43,6 +43,7 @@ from sgx_iot.enclave.protocol import (
     encode_body,
     encode_error,
     encode_identity,
+    stdio_channel,
 )
 from sgx_iot.errors import FormatError, PlatformError, VerificationError
 from sgx_iot.sgx.keybinding import bind_key
@@ -326,13 +327,9 @@ def main() -> int:
     :class:`~sgx_iot.platform.gramine.GramineRuntime`; the first frame is the IDENTITY response, or an error
     (``GRAMINE_UNAVAILABLE`` outside Gramine). On the simulated platform, :mod:`sgx_iot.enclave.loader` is the entry.
     """
-    import sys
-
     from sgx_iot.platform.gramine import GramineRuntime
 
-    frames_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # frames own stdout
-    channel = Channel(sys.stdin.buffer, frames_out)
+    channel = stdio_channel()
     try:
         program = EnclaveProgram(GramineRuntime())
     except PlatformError as exc:

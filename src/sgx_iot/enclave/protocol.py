@@ -3,20 +3,23 @@
 A byte stream (the enclave process's stdin/stdout pipes) carries frames::
 
     frame = length u32 (little-endian, 6 ≤ length ≤ MAX_FRAME) ‖ body
-    body  = version u8 (= 1) ‖ kind u8 ‖ count u32 ‖ count × (size u32 ‖ size bytes)
+    body  = version u8 (= 1) ‖ kind u8 ‖ count u32 ‖ count × size u32 ‖ the items' bytes, concatenated
 
 In a request ``kind`` is the :class:`Op`; in a response it is :data:`STATUS_OK` (items = the results) or
 :data:`STATUS_ERROR` (items = [code ASCII, message UTF-8]). Requests and responses alternate strictly. The decoders
 raise only :class:`~sgx_iot.errors.FormatError`; the enclave answers any malformed request with an error response
-and keeps serving. This module is part of the measured enclave image: it imports nothing but the error family.
+and keeps serving. This module is part of the measured enclave image: it imports nothing of sgx-iot but the error family.
 """
 
 from __future__ import annotations
 
 import enum
+import os
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, BinaryIO
 
 from sgx_iot.errors import FormatError, SgxIotError
@@ -31,8 +34,9 @@ STATUS_ERROR = 1
 
 _LENGTH = struct.Struct("<I")
 _BODY = struct.Struct("<BBI")
-_ITEM = struct.Struct("<I")
 _DISCARD_CHUNK = 64 * 1024
+READ_BUFFER = 1024 * 1024
+"""Read buffer of either end: one read() system call takes a whole frame of up to this size when it has arrived."""
 _IDENTITY = struct.Struct("<32s32sHHHHI16s16s")
 
 
@@ -86,21 +90,17 @@ class Message:
 
 def encode_body(kind: int, items: Sequence[bytes]) -> bytes:
     """The body for ``kind`` and ``items`` (``ValueError`` if it would break the protocol's limits)."""
-    if len(items) > MAX_ITEMS:
-        raise ValueError(f"{len(items)} items exceed the {MAX_ITEMS}-item limit")
-    pack = _ITEM.pack
-    parts = [_BODY.pack(VERSION, kind, len(items))]
-    for item in items:
-        parts.append(pack(len(item)))
-        parts.append(item)
-    body = b"".join(parts)
+    count = len(items)
+    if count > MAX_ITEMS:
+        raise ValueError(f"{count} items exceed the {MAX_ITEMS}-item limit")
+    body = b"".join([_BODY.pack(VERSION, kind, count), struct.pack(f"<{count}I", *map(len, items)), *items])
     if len(body) > MAX_FRAME:
         raise ValueError(f"a {len(body)}-byte message exceeds the {MAX_FRAME}-byte limit")
     return body
 
 
 def decode_body(body: bytes, structure: str = "EcallMessage") -> Message:
-    """Parse a body strictly: version 1, item count and sizes consistent, no trailing bytes."""
+    """Parse a body strictly: version 1, item count and sizes consistent with the length, no trailing bytes."""
     body = bytes(body)
     size = len(body)
     if size < _BODY.size:
@@ -110,21 +110,16 @@ def decode_body(body: bytes, structure: str = "EcallMessage") -> Message:
         raise FormatError(structure, "version", 0, f"unsupported protocol version {version} (expected {VERSION})")
     if count > MAX_ITEMS:
         raise FormatError(structure, "count", 2, f"{count} items exceed the {MAX_ITEMS}-item limit")
-    items: list[bytes] = []
-    append = items.append
-    unpack = _ITEM.unpack_from
-    offset = _BODY.size
-    for index in range(count):
-        if size - offset < 4:
-            raise FormatError(structure, f"items[{index}].size", offset, "truncated")
-        start = offset + 4
-        offset = start + unpack(body, offset)[0]
-        if offset > size:
-            raise FormatError(structure, f"items[{index}]", start, f"says {offset - start} bytes, {size - start} left")
-        append(body[start:offset])
-    if offset != size:
-        raise FormatError(structure, "end", offset, f"{size - offset} unexpected trailing bytes")
-    return Message(kind, items)
+    data_start = _BODY.size + 4 * count
+    if size < data_start:
+        raise FormatError(structure, "sizes", _BODY.size, f"{count} item sizes need {4 * count} bytes, "
+                          f"{size - _BODY.size} left (truncated)")
+    bounds = list(accumulate(struct.unpack_from(f"<{count}I", body, _BODY.size), initial=data_start))
+    if bounds[-1] != size:
+        field, reason = ("items", "truncated") if bounds[-1] > size else ("end", "unexpected trailing bytes")
+        raise FormatError(structure, field, data_start, f"the sizes add up to {bounds[-1] - data_start} bytes, "
+                          f"{size - data_start} follow ({reason})")
+    return Message(kind, [body[start:end] for start, end in zip(bounds, bounds[1:])])
 
 
 def encode_error(code: str, message: str) -> bytes:
@@ -165,7 +160,10 @@ class Channel:
         if self._tap is not None:
             self._tap("send", data)
         try:
-            self._writer.write(data)
+            view = memoryview(data)
+            while view:
+                written = self._writer.write(view)
+                view = view[written or 0 :]
             self._writer.flush()
         except (BrokenPipeError, ValueError, OSError) as exc:
             raise ChannelClosed(f"the other end of the ECALL channel is gone ({exc})") from None
@@ -231,3 +229,12 @@ def decode_identity(item: bytes) -> dict[str, object]:
         "attributes": attributes,
         "cpu_svn": cpu_svn,
     }
+
+
+def stdio_channel() -> Channel:
+    """The enclave process's channel on its stdin/stdout. From now on stdout carries frames only: anything Python
+    prints there goes to stderr instead."""
+    frames_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    frames_in = open(sys.stdin.fileno(), "rb", buffering=READ_BUFFER, closefd=False)  # noqa: SIM115 - process-long
+    return Channel(frames_in, frames_out)

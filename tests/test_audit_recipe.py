@@ -159,6 +159,18 @@ def test_toml_errors(tmp_path: Path) -> None:
         load_recipe(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [(".auditee.yml", "[" * 30_000), ("sgx-iot-audit.toml", "a = " + "[" * 30_000),
+     ("pyproject.toml", "a = " + "[" * 30_000)],
+)
+def test_deeply_nested_recipe_is_a_format_error(tmp_path: Path, name: str, text: str) -> None:
+    """The YAML and TOML parsers raise RecursionError on deep nesting; it used to escape as a traceback."""
+    (tmp_path / name).write_text(text)
+    with pytest.raises(FormatError, match="nested too deeply"):
+        load_recipe(tmp_path)
+
+
 def _recipe(builder: str, **kwargs: object) -> BuildRecipe:
     return BuildRecipe(builder=builder, output_dir=str(kwargs.pop("output_dir", "out")),
                        enclave_file=str(kwargs.pop("enclave_file", "enclave.so")), **kwargs)  # type: ignore[arg-type]

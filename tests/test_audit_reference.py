@@ -49,6 +49,8 @@ def test_merge_replaces_only_the_enclave_table(tmp_path: Path) -> None:
     assert Policy.from_toml(appended).allow_debug and Policy.from_toml(appended).mrenclaves == {VALUES.mrenclave}
     with pytest.raises(UsageError, match="without an \\[enclave\\] table header"):
         merge_into_policy('enclave.mrenclave = ["' + "11" * 32 + '"]\n', VALUES)
+    with pytest.raises(FormatError, match="nested too deeply"):  # tomllib's RecursionError used to escape
+        merge_into_policy("a = " + "[" * 30_000, VALUES)
 
 
 def test_write_reference_atomically_and_validated(tmp_path: Path) -> None:

@@ -176,6 +176,8 @@ def parse_auditee_yaml(text: str, *, origin: str = ".auditee.yml") -> Recipe:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise FormatError(origin, "(document)", None, f"not YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise FormatError(origin, "(document)", None, "not a recipe: nested too deeply") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("enclaves"), list) or not doc["enclaves"]:
         raise FormatError(origin, "enclaves", None, "must be a non-empty list of enclaves")
     return parse_recipe_table(doc["enclaves"][0], origin=origin, default_kind=KIND_SDK, where="enclaves[0]")
@@ -315,6 +317,8 @@ def _load_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(_read_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise FormatError(path.name, "(document)", None, f"not TOML: {exc}") from None
+    except RecursionError:
+        raise FormatError(path.name, "(document)", None, "not TOML: nested too deeply") from None
 
 
 def _text(value: str | bytes | None) -> str:

@@ -115,6 +115,8 @@ def merge_into_policy(existing: str | None, values: ReferenceValues) -> str:
             doc = tomllib.loads(existing)
         except tomllib.TOMLDecodeError as exc:
             raise FormatError("policy", "(document)", None, f"not valid TOML: {exc}") from None
+        except RecursionError:
+            raise FormatError("policy", "(document)", None, "not valid TOML: nested too deeply") from None
         if "enclave" in doc:
             raise UsageError("the policy defines `enclave` without an [enclave] table header; edit it by hand or "
                              "write the reference values to a new file")

@@ -69,6 +69,10 @@ def test_write_reference_over_a_binary_file_is_a_format_error(tmp_path: Path) ->
     out.write_bytes(b"\x7fELF\xff\xfe" + bytes(100))
     with pytest.raises(FormatError, match="not UTF-8"):
         write_reference(out, VALUES)
+    nested = tmp_path / "policy.toml"
+    nested.write_text("[enclave]\nisv_prod_id = 0\n[x]\na = " + "[" * 30_000)
+    with pytest.raises(FormatError, match="nested too deeply"):
+        write_reference(nested, VALUES)
     assert out.read_bytes() == b"\x7fELF\xff\xfe" + bytes(100)
 
 

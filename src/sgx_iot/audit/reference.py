@@ -142,7 +142,10 @@ def write_reference(path: str | os.PathLike[str], values: ReferenceValues) -> Po
         raise FormatError("policy", "(document)", exc.start, f"{target} is not UTF-8 text, so not a policy file; "
                           "give another --out") from None
     text = merge_into_policy(existing, values)
-    policy = Policy.from_toml(text, base_dir=target.parent)
+    try:
+        policy = Policy.from_toml(text, base_dir=target.parent)
+    except RecursionError:  # tomllib's error for deep nesting, which Policy.from_toml lets through
+        raise FormatError("policy", "(document)", None, "not valid TOML: nested too deeply") from None
     if policy.mrenclaves != frozenset({values.mrenclave}):  # pragma: no cover - guards merge_into_policy
         raise FormatError("policy", "enclave.mrenclave", None, "the merged file does not hold the audited MRENCLAVE")
     atomic_write_text(target, text, mode=0o644)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from _vector_helpers import g06, g12  # noqa: F401  (fixtures)
 
 from sgx_iot.errors import FormatError, UsageError
 from sgx_iot.verify.legacy import Outcome, verify_legacy_gateway
@@ -15,16 +16,6 @@ pytestmark = pytest.mark.vectors
 
 def _outcomes(verdict: object) -> dict[str, Outcome]:
     return {c.name: c.outcome for c in verdict.checks}  # type: ignore[attr-defined]
-
-
-@pytest.fixture(scope="module")
-def g06(vectors: Path) -> Path:
-    return vectors / "ias/iot-gateway-2021-06"
-
-
-@pytest.fixture(scope="module")
-def g12(vectors: Path) -> Path:
-    return vectors / "ias/iot-gateway-2021-12"
 
 
 def test_2021_06_everything_passes(g06: Path) -> None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from _vector_helpers import g06, g12  # noqa: F401  (fixtures)
 from typer.testing import CliRunner
 
 from sgx_iot.cli.verify import app
@@ -19,16 +20,6 @@ NOW = "1752919277"  # vectors/README.md, dcap/dcap-qvl-sample
 def _run(*args: str | Path) -> tuple[int, str, str]:
     result = runner.invoke(app, [str(a) for a in args])
     return result.exit_code, result.stdout, result.stderr
-
-
-@pytest.fixture(scope="module")
-def g06(vectors: Path) -> Path:
-    return vectors / "ias/iot-gateway-2021-06"
-
-
-@pytest.fixture(scope="module")
-def g12(vectors: Path) -> Path:
-    return vectors / "ias/iot-gateway-2021-12"
 
 
 @pytest.fixture(scope="module")

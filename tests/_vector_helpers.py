@@ -1,0 +1,19 @@
+"""Fixtures for the vector folders that several test modules read (their contents: vectors/README.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def g06(vectors: Path) -> Path:
+    """The original IoT gateway, 2021-06: IAS report, signed enclave, Sensor_Data and its signature (positive)."""
+    return vectors / "ias/iot-gateway-2021-06"
+
+
+@pytest.fixture(scope="module")
+def g12(vectors: Path) -> Path:
+    """The 2021-12 build of the same gateway (its signed enclave has another MRSIGNER than the report)."""
+    return vectors / "ias/iot-gateway-2021-12"

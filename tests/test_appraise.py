@@ -294,7 +294,7 @@ def test_collateral_from_pccs_is_cached_until_next_update(world: SimWorld) -> No
         assert source.fetches == 1
         # Past nextUpdate the cache is refreshed (the sim re-issues collateral valid from the wall clock, so at
         # that far future instant it is still expired: the refusal is then COLLATERAL_EXPIRED).
-        refused(appraise(ev, world.policy(), now=horizon + 1, collateral=source), "COLLATERAL_EXPIRED")
+        refused(appraise(ev, world.policy(), now=horizon + 3600, collateral=source), "COLLATERAL_EXPIRED")
         assert source.fetches == 2
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from sgx_iot.audit._inputs import Input, read_input
 from sgx_iot.audit.recipe import KIND_SDK, KIND_SGX_IOT, load_recipe, run_build
 from sgx_iot.audit.source import checkout
 from sgx_iot.errors import UsageError
@@ -53,8 +53,8 @@ class SourceMeasurement:
 def mrenclave_from_source(
     source: str | os.PathLike[str],
     *,
-    signed_enclave: str | os.PathLike[str] | bytes | None = None,
-    unsigned: str | os.PathLike[str] | bytes | None = None,
+    signed_enclave: Input | None = None,
+    unsigned: Input | None = None,
     build_timeout: float | None = None,
 ) -> SourceMeasurement:
     """MRENCLAVE of the enclave built from ``source`` (a folder or ``URL[@rev]``).
@@ -78,11 +78,11 @@ def mrenclave_from_source(
             raise UsageError(
                 "an Intel SGX SDK enclave's MRENCLAVE covers metadata that only signing creates; give the signed "
                 "enclave too (`sgx-iot audit verify --src ... --signed-enclave FILE`)")
-        signed = SdkEnclave.parse(_bytes(signed_enclave))
+        signed = SdkEnclave.parse(read_input(signed_enclave, "signed enclave"))
         if not signed.signed:
             raise UsageError("the signed enclave has no metadata (it is an unsigned build); give the signed file")
         if unsigned is not None:
-            rebuilt = _bytes(unsigned)
+            rebuilt = read_input(unsigned, "unsigned enclave")
         else:
             recipe_build = recipe.build
             if build_timeout is not None:
@@ -91,13 +91,3 @@ def mrenclave_from_source(
         sigstruct = signed.sigstruct
         return SourceMeasurement(replay(signed.metadata[0], rebuilt), KIND_SDK, str(source), tree.commit,
                                  sigstruct.isv_prod_id, sigstruct.isv_svn)
-
-
-def _bytes(value: str | os.PathLike[str] | bytes) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    path = Path(value)
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from sgx_iot._fs import atomic_write_text
+from sgx_iot.audit._inputs import Input
 from sgx_iot.audit.mrenclave import mrenclave_from_source
-from sgx_iot.audit.verify import Input, verify_mrenclave
+from sgx_iot.audit.verify import verify_mrenclave
 from sgx_iot.errors import FormatError, UsageError, VerificationError
 from sgx_iot.verify.policy import Policy
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sgx_iot.audit import _evidence
+from sgx_iot.audit._inputs import Input, read_input, read_optional
 from sgx_iot.audit.recipe import KIND_SDK, KIND_SGX_IOT, load_recipe, run_build
 from sgx_iot.audit.report import (
     CONFIG,
@@ -41,9 +42,6 @@ from sgx_iot.audit.source import checkout
 from sgx_iot.errors import FormatError, UsageError, VerificationError
 from sgx_iot.sgx.sdk_enclave import SdkEnclave, compare_outside_metadata, replay
 from sgx_iot.sgx.sigstruct import Sigstruct
-
-Input = str | os.PathLike[str] | bytes
-"""A file given by path, or its bytes."""
 
 MAX_DIFFERENCES = 20
 _ELF_MAGIC = b"\x7fELF"
@@ -75,11 +73,11 @@ def verify_mrenclave(
     Returns the report (truthy when everything matches). Raises ``UsageError`` / ``FormatError`` (exit 2) for
     unusable input: missing files, a source without recipe, a build that cannot run, files that do not parse.
     """
-    signed = _read(signed_enclave, "signed enclave")
+    signed = read_input(signed_enclave, "signed enclave")
     evidence_read = _evidence.read_any(
-        ias_report=_read_opt(ias_report, "IAS report"), quote=_read_opt(quote, "quote"),
-        evidence=_read_opt(evidence, "evidence"), collateral=_collateral(collateral),
-        root_ca=_read_opt(root_ca, "root CA certificate"), now=now)
+        ias_report=read_optional(ias_report, "IAS report"), quote=read_optional(quote, "quote"),
+        evidence=read_optional(evidence, "evidence"), collateral=_collateral(collateral),
+        root_ca=read_optional(root_ca, "root CA certificate"), now=now)
     if signed.startswith(_ELF_MAGIC):
         return _verify_sdk(source, signed, evidence_read, unsigned=unsigned, enclave_config=enclave_config,
                            build_timeout=build_timeout)
@@ -99,10 +97,10 @@ def _verify_sdk(source: Any, signed: bytes, read: _evidence.ReadEvidence | None,
     if not enclave.signed:
         raise UsageError("the signed enclave has no metadata (it is an unsigned build); give the signed file")
     sigstruct = enclave.sigstruct
-    config_xml = _read_opt(enclave_config, "enclave configuration")
+    config_xml = read_optional(enclave_config, "enclave configuration")
     source_info: dict[str, Any] = {}
     if unsigned is not None:
-        rebuilt = _read(unsigned, "unsigned enclave")
+        rebuilt = read_input(unsigned, "unsigned enclave")
         source_info["unsigned"] = "(bytes)" if isinstance(unsigned, bytes | bytearray) else str(unsigned)
         if source is not None and config_xml is None:
             with checkout(str(source)) as tree:
@@ -227,7 +225,7 @@ def _sdk_config(xml: bytes, metadata: Any) -> tuple[dict[str, Any], list[ConfigM
 def _recipe_config(root: Path, relative: str | None) -> bytes | None:
     if relative is None:
         return None
-    return _read(root / relative, "enclave configuration named by the recipe")
+    return read_input(root / relative, "enclave configuration named by the recipe")
 
 
 def _locate(enclave: SdkEnclave, start: int, end: int) -> FileDifference:
@@ -251,23 +249,5 @@ def _plain(value: Any) -> Any:
 
 def _collateral(value: Any) -> Any:
     if isinstance(value, str | os.PathLike) and not (isinstance(value, str) and value.lstrip().startswith("{")):
-        return _read(value, "collateral")
+        return read_input(value, "collateral")
     return value
-
-
-def _read_opt(value: Input | None, what: str) -> bytes | None:
-    return None if value is None else _read(value, what)
-
-
-def _read(value: Input, what: str) -> bytes:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    path = Path(value)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{what} {path} does not exist; check the path") from None
-    except IsADirectoryError:
-        raise UsageError(f"{what} {path} is a folder, not a file") from None
-    except PermissionError:
-        raise UsageError(f"{what} {path} is not readable (permission denied)") from None

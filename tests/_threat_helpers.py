@@ -111,18 +111,24 @@ import logging, sys
 from pathlib import Path
 from sgx_iot.cloud.server import serve
 from sgx_iot.cloud.settings import load_settings
-home, policy, port, token, db, level = sys.argv[1:]
+home, policy, port, token, db, level, sql = sys.argv[1:]
 logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+if sql:  # SQLAlchemy keeps its loggers at WARNING unless they are configured: what an operator debugging SQL does
+    logging.getLogger("sqlalchemy").setLevel(level.upper())
 settings = load_settings(home=Path(home), policy_path=Path(policy), admin_token_file=Path(token), db_url=db or None)
 serve(settings, port=int(port), log_level=level)
 """
 
 
 class CloudProcess:
-    """``sgx-iot cloud serve`` as a subprocess on a loopback port, output to ``log`` (killable with SIGKILL)."""
+    """``sgx-iot cloud serve`` as a subprocess on a loopback port, output to ``log`` (killable with SIGKILL).
+
+    With ``log_level``, the same service is started by ``sgx_iot.cloud.server.serve`` with every logger at that
+    level (``sgx-iot cloud serve`` has no log-level option); ``sql_logging`` adds SQLAlchemy's loggers.
+    """
 
     def __init__(self, home: Path, policy: Path, *, db_url: str | None = None, port: int | None = None,
-                 log: Path | None = None, log_level: str | None = None) -> None:
+                 log: Path | None = None, log_level: str | None = None, sql_logging: bool = False) -> None:
         self.home = home
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -135,7 +141,7 @@ class CloudProcess:
         else:
             # `cloud serve` has no log-level option: the same library call, with the root logger at that level.
             self.args = [sys.executable, "-c", _SERVE_AT_LEVEL, str(home), str(policy), str(self.port),
-                         str(token_file), db_url or "", log_level]
+                         str(token_file), db_url or "", log_level, "sql" if sql_logging else ""]
         self.env = dict(os.environ)
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -143,7 +143,8 @@ def _gateway_private_key(gw: RealGateway) -> ec.EllipticCurvePrivateKey:
     from sgx_iot.sgx.sealed import SealedData
     from sgx_iot.sgx.sigstruct import Sigstruct
 
-    runtime = SimPlatform(gw.platform).launch(build_image(installed_source_root()), Sigstruct.parse(gw.sigstruct.read_bytes()))
+    sigstruct = Sigstruct.parse(gw.sigstruct.read_bytes())
+    runtime = SimPlatform(gw.platform).launch(build_image(installed_source_root()), sigstruct)
     blob = SealedData.parse((gw.state / "sealed_key.bin").read_bytes())
     scalar, _ = blob.unseal(runtime.get_key(blob.key_request))
     return ec.derive_private_key(int.from_bytes(scalar, "little"), ec.SECP256R1())

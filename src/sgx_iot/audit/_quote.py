@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sgx_iot.errors import UsageError, VerificationError
 from sgx_iot.sgx.dcap_quote import DcapQuote
+from sgx_iot.verify.roots import common_name
 
 MAX_CHAIN = 5
 
@@ -47,17 +48,17 @@ def verify_quote_signatures(quote: DcapQuote, root_der: bytes, *, now: int) -> N
             cert.verify_directly_issued_by(issuer)
         except (ValueError, TypeError, InvalidSignature):
             code = "UNTRUSTED_ROOT" if issuer is root else "CERTIFICATE_CHAIN_INVALID"
-            raise VerificationError(code, f"{_cn(cert)!r} is not issued by {_cn(issuer)!r}") from None
+            raise VerificationError(code, f"{common_name(cert)!r} is not issued by {common_name(issuer)!r}") from None
         if not _is_ca(issuer):
-            raise VerificationError("CERTIFICATE_CHAIN_INVALID",
-                                    f"{_cn(issuer)!r} signs {_cn(cert)!r} but is not a CA (BasicConstraints)")
+            raise VerificationError("CERTIFICATE_CHAIN_INVALID", f"{common_name(issuer)!r} signs "
+                                    f"{common_name(cert)!r} but is not a CA (BasicConstraints)")
     for cert in [*chain, root]:
         if at < cert.not_valid_before_utc:
-            raise VerificationError("CERTIFICATE_NOT_YET_VALID", f"{_cn(cert)!r} is not valid before "
+            raise VerificationError("CERTIFICATE_NOT_YET_VALID", f"{common_name(cert)!r} is not valid before "
                                     f"{cert.not_valid_before_utc:%Y-%m-%d}")
         if at > cert.not_valid_after_utc:
             raise VerificationError("CERTIFICATE_EXPIRED",
-                                    f"{_cn(cert)!r} expired on {cert.not_valid_after_utc:%Y-%m-%d}")
+                                    f"{common_name(cert)!r} expired on {cert.not_valid_after_utc:%Y-%m-%d}")
     try:
         pck_key = chain[0].public_key()
     except (ValueError, UnsupportedAlgorithm):
@@ -75,8 +76,3 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except (x509.ExtensionNotFound, ValueError):
         return False
-
-
-def _cn(cert: x509.Certificate) -> str:
-    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    return str(names[0].value) if names else cert.subject.rfc4514_string()

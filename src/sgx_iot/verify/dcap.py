@@ -28,12 +28,13 @@ from typing import Any, TypeVar
 
 import dcap_qvl
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 
 from sgx_iot.errors import FormatError, UsageError, VerificationError
 from sgx_iot.sgx.dcap_quote import DcapQuote, QuoteHeader
 from sgx_iot.sgx.detect import describe
 from sgx_iot.sgx.report import ReportBody
+from sgx_iot.verify.roots import fingerprint_sha256
 
 QuoteCollateralV3 = dcap_qvl.QuoteCollateralV3
 MAX_COLLATERAL_BYTES = 1024 * 1024
@@ -233,6 +234,6 @@ def _reason(message: str) -> str:
 
 def _root_fingerprint(root_ca_der: bytes) -> str:
     try:
-        return x509.load_der_x509_certificate(root_ca_der).fingerprint(hashes.SHA256()).hex()
+        return fingerprint_sha256(x509.load_der_x509_certificate(root_ca_der))
     except ValueError as exc:
         raise FormatError("RootCA", "certificate", None, f"not a DER X.509 certificate ({exc})") from None

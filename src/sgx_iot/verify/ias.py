@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from sgx_iot.errors import FormatError, VerificationError
 from sgx_iot.sgx.epid_quote import EpidQuote
-from sgx_iot.verify.roots import ias_report_signing_ca
+from sgx_iot.verify.roots import common_name, fingerprint_sha256, ias_report_signing_ca
 
 SIGNATURE_HEADER = "X-IASReport-Signature"
 CHAIN_HEADER = "X-IASReport-Signing-Certificate"
@@ -184,32 +184,33 @@ def verify_ias_report(report: IasReport, *, ca: x509.Certificate | None = None) 
     if any(cert != ca for cert in rest):
         raise VerificationError(
             "IAS_UNTRUSTED_CHAIN",
-            f"the signing chain's CA is not the pinned {_cn(ca)!r} (SHA-256 {_sha256(ca)})",
+            f"the signing chain's CA is not the pinned {common_name(ca)!r} (SHA-256 {fingerprint_sha256(ca)})",
         )
     try:
         leaf.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature) as exc:
         raise VerificationError(
             "IAS_UNTRUSTED_CHAIN",
-            f"the signing certificate {_cn(leaf)!r} is not issued by the pinned {_cn(ca)!r}: {exc}",
+            f"the signing certificate {common_name(leaf)!r} is not issued by the pinned {common_name(ca)!r}: {exc}",
         ) from None
     for cert in (leaf, ca):
         if not cert.not_valid_before_utc <= report.timestamp <= cert.not_valid_after_utc:
             raise VerificationError(
                 "IAS_CERT_NOT_VALID_AT_TIMESTAMP",
-                f"{_cn(cert)!r} is valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M} to "
+                f"{common_name(cert)!r} is valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M} to "
                 f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, not at the report's timestamp "
                 f"{report.timestamp.isoformat()}",
             )
     key = leaf.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
-        raise VerificationError("IAS_UNTRUSTED_CHAIN", f"the signing certificate {_cn(leaf)!r} has no RSA key")
+        raise VerificationError("IAS_UNTRUSTED_CHAIN", f"the signing certificate {common_name(leaf)!r} has no RSA key")
     for candidate in _signed_candidates(report):
         try:
             key.verify(report.signature, candidate, padding.PKCS1v15(), hashes.SHA256())
         except InvalidSignature:
             continue
-        return IasVerification(report, leaf.subject.rfc4514_string(), _sha256(leaf), _sha256(ca), candidate)
+        return IasVerification(report, leaf.subject.rfc4514_string(), fingerprint_sha256(leaf), fingerprint_sha256(ca),
+                               candidate)
     raise VerificationError(
         "IAS_BAD_SIGNATURE",
         "the IAS signature does not verify over the report body: the body was altered or is not Intel's",
@@ -289,12 +290,3 @@ def _timestamp(text: str) -> datetime:
         raise FormatError(_S, "timestamp", None, f"not an ISO 8601 time: {text[:40]!r}") from None
     # IAS writes UTC without an offset
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _cn(cert: x509.Certificate) -> str:
-    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    return str(names[0].value) if names else cert.subject.rfc4514_string()
-
-
-def _sha256(cert: x509.Certificate) -> str:
-    return cert.fingerprint(hashes.SHA256()).hex()

@@ -6,6 +6,7 @@ report. It is pinned here, as DER, instead of being taken from the ``X-IASReport
 because whoever hands us a report also controls that header.
 
 (The DCAP root, "Intel SGX Root CA", is embedded in ``dcap-qvl`` and used by :mod:`sgx_iot.verify.dcap`.)
+:func:`common_name` and :func:`fingerprint_sha256` are how verifiers name a certificate in their messages.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import base64
 import functools
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 IAS_REPORT_SIGNING_CA_SHA256 = "7b42e41ec43b91db834a065de4f98a13c44d695570e839cfa8921e584e40735d"
 
@@ -44,3 +46,14 @@ _IAS_REPORT_SIGNING_CA_DER_B64 = (
 def ias_report_signing_ca() -> x509.Certificate:
     """The pinned "Intel SGX Attestation Report Signing CA" certificate."""
     return x509.load_der_x509_certificate(base64.b64decode(_IAS_REPORT_SIGNING_CA_DER_B64))
+
+
+def common_name(cert: x509.Certificate) -> str:
+    """The certificate's subject CN, or its whole subject when it has no CN (for messages)."""
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(names[0].value) if names else cert.subject.rfc4514_string()
+
+
+def fingerprint_sha256(cert: x509.Certificate) -> str:
+    """SHA-256 of the certificate's DER encoding, lowercase hex (as the vectors README lists them)."""
+    return cert.fingerprint(hashes.SHA256()).hex()

@@ -92,6 +92,9 @@ def test_cli_send_files_prints_verdicts(e2e: E2E, tmp_path: Path) -> None:
     refused = e2e.cli(state, "gateway", "send", str(big))
     assert refused.returncode == 2 and b"larger than" in refused.stderr
     assert e2e.cli(state, "gateway", "send").returncode == 2
+    mixed = e2e.cli(state, "gateway", "send", "--stdin", input=b"ok-1\n" + b"y" * 70_000 + b"\n\nok-2")
+    assert mixed.returncode == 2 and b"line 2 of stdin is longer" in mixed.stderr
+    assert cloud_payloads(e2e, "gw-files")[-2:] == [b"ok-1", b"ok-2"]
 
 
 def test_replay_after_a_crash_neither_loses_nor_duplicates(e2e: E2E) -> None:

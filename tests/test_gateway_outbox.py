@@ -1,10 +1,12 @@
-"""The gateway's durable outbox (SQLite): sequence numbers, signatures, acknowledgements, dead letters, crashes.
+"""The gateway's durable outbox (SQLite): sequence numbers, signatures, acknowledgements, dead letters, crashes;
+and the gateway's small parsers (the cloud's verdicts, the registration file, input lines), fuzzed.
 
 The crash tests kill a real process (SIGKILL) that is writing to the outbox, then reopen the file.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -19,9 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sgx_iot.errors import FormatError
-from sgx_iot.gateway.cloud_client import RetryPolicy
+from sgx_iot.gateway.cloud_client import RetryPolicy, parse_verdicts
+from sgx_iot.gateway.inputs import LineSource
 from sgx_iot.gateway.outbox import OUTBOX_FILE, Outbox
-from sgx_iot.verify.readings import MAX_PAYLOAD, Reading
+from sgx_iot.gateway.registration import Registration
+from sgx_iot.verify.readings import MAX_PAYLOAD, Reading, SignedReading
 
 
 def test_sequence_numbers_are_consecutive_and_survive_reopening(tmp_path: Path) -> None:
@@ -218,3 +222,71 @@ def test_backoff_is_exponential_bounded_and_jittered(retry: int, base: float, ca
     assert ceiling * (1 - jitter) - 1e-9 <= delay <= ceiling + 1e-9
     steady = RetryPolicy(attempts=3, base_delay=base, max_delay=cap, multiplier=mult, jitter=0)
     assert steady.delay(retry + 1) >= steady.delay(retry) == ceiling
+
+
+# --- parsers: the cloud's verdicts, input lines (hypothesis) -------------------------------------------------------
+
+_SENT = [SignedReading(Reading("gw", 5, 1, b"a"), b"s"), SignedReading(Reading("gw", 6, 1, b"b"), b"s")]
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                     max_leaves=12)
+
+
+def _verdict(seq: int, status: str = "stored", code: str | None = None) -> dict[str, object]:
+    return {"index": 0, "gateway": "gw", "seq": seq, "status": status, "code": code, "message": "m"}
+
+
+def test_verdicts_are_checked_against_what_was_sent() -> None:
+    good = {"verdicts": [_verdict(5), _verdict(6, "refused", "BAD_SIGNATURE")]}
+    assert [(v.seq, v.acknowledged) for v in parse_verdicts(good, _SENT)] == [(5, True), (6, False)]
+    bad_documents = {
+        "verdicts": [{"verdicts": [_verdict(5)]}, {"verdicts": [_verdict(6), _verdict(5)]}, {"nothing": 1}, [1]],
+        "verdicts[1].status": [{"verdicts": [_verdict(5), _verdict(6, "lost")]}],
+        "verdicts[1].code": [{"verdicts": [_verdict(5), _verdict(6, "refused")]}],
+        "seq": [{"verdicts": [_verdict(5), {**_verdict(6), "seq": True}]}],
+    }
+    for field_name, docs in bad_documents.items():
+        for doc in docs:
+            with pytest.raises(FormatError) as info:
+                parse_verdicts(doc, _SENT)
+            assert info.value.field in (field_name, "(document)", "verdicts[1]", "verdicts[0]")
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON)
+def test_fuzz_verdicts(doc: object) -> None:
+    try:
+        parse_verdicts(doc, _SENT)
+    except FormatError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON)
+def test_fuzz_registration_file(doc: object) -> None:
+    try:
+        Registration.from_json(json.dumps(doc))
+    except FormatError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b"bc", b"\n", b"\n\n", b"x" * 40_000, b"\xff"]), max_size=12),
+       st.lists(st.integers(1, 70_000), min_size=1, max_size=8))
+def test_lines_do_not_depend_on_how_the_bytes_arrive(pieces: list[bytes], cuts: list[int]) -> None:
+    """Whatever the chunking, a source yields the non-empty lines, skips the too-long ones, and the offset after
+    each line is where the next one starts."""
+    data = b"".join(pieces)
+    chunks: list[bytes] = []
+    rest, i = data, 0
+    while rest:
+        size = cuts[i % len(cuts)]
+        chunks.append(rest[:size])
+        rest, i = rest[size:], i + 1
+    source = LineSource(-1, name="test", owned=False, offset=0)
+    lines = [line for chunk in chunks for line in source._split(chunk)]
+    complete = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1] if b"\n" in data else []
+    assert [line.data for line in lines if line.error is None] == [c for c in complete if c and len(c) <= MAX_PAYLOAD]
+    assert sum(1 for line in lines if line.error) == sum(1 for c in complete if len(c) > MAX_PAYLOAD)
+    ends = [line.end for line in lines]
+    assert ends == sorted(ends) and all(e is not None and data[e - 1 : e] == b"\n" for e in ends)

@@ -175,7 +175,8 @@ def send(
 ) -> None:
     """Sign readings in the enclave and upload them; print the cloud's verdict for each.
 
-    Each FILE, or each non-empty line of stdin with --stdin, is one reading payload. Readings are stored in the
+    Each FILE, or each non-empty line of stdin with --stdin, is one reading payload (at most 65536 bytes;
+    longer lines are skipped with a warning and exit code 2). Readings are stored in the
     outbox (with their sequence numbers) before anything is signed or sent, and leave it only when the cloud
     acknowledges them; readings an earlier run left there are sent too. Exit 0 when every reading was
     acknowledged, 1 if the cloud refused any (they move to the dead-letter list, see `gateway status`), 2 if
@@ -192,17 +193,18 @@ def send(
     payloads = _read_payloads(files) if files else []
     gateway = GatewayState(state)
     retry = RetryPolicy(attempts=attempts, base_delay=retry_delay)
+    skipped = 0
     with _delivery(gateway, cloud, batch, platform, retry, timeout) as (delivery, _):
         if stdin:
             chunk: list[bytes] = []
-            for raw in sys.stdin.buffer:
+            for number, raw in enumerate(sys.stdin.buffer, 1):
                 line = raw[:-1] if raw.endswith(b"\n") else raw
-                if not line:
-                    continue
                 if len(line) > MAX_PAYLOAD:
-                    raise UsageError(f"a line of stdin is longer than {MAX_PAYLOAD} bytes, the most one reading "
-                                     "may carry")
-                chunk.append(line)
+                    _warn(f"[yellow]skipped:[/] line {number} of stdin is longer than {MAX_PAYLOAD} bytes, the most "
+                          "one reading may carry")
+                    skipped += 1
+                elif line:
+                    chunk.append(line)
                 if len(chunk) >= batch:
                     delivery.accept(chunk)
                     chunk = []
@@ -211,10 +213,12 @@ def send(
             delivery.accept(payloads)
         report = delivery.deliver()
     if json_:
-        print_json(report.to_dict())
+        print_json({**report.to_dict(), "skipped": skipped})
     else:
         _print_report(report)
     _finish(report.error, report.pending, report.refused)
+    if skipped:
+        raise typer.Exit(EXIT_USAGE)
 
 
 # --- run -------------------------------------------------------------------------------------------------------------

@@ -203,26 +203,7 @@ class CloudClient:
         if not readings:
             return []
         doc = self._request("POST", "/v1/readings", {"readings": [r.to_dict() for r in readings]}, idempotent=True)
-        items = _field(doc, "verdicts", list)
-        if len(items) != len(readings):
-            raise FormatError(_STRUCTURE, "verdicts", None, f"{len(items)} verdicts for {len(readings)} readings")
-        verdicts = []
-        for i, (item, sent) in enumerate(zip(items, readings, strict=True)):
-            if not isinstance(item, dict):
-                raise FormatError(_STRUCTURE, f"verdicts[{i}]", None, "must be an object")
-            code = item.get("code")
-            verdict = Verdict(
-                gateway=_field(item, "gateway", str), seq=_field(item, "seq", int), status=_field(item, "status", str),
-                code=code if isinstance(code, str) else None, message=_field(item, "message", str),
-            )  # fmt: skip
-            if (verdict.gateway, verdict.seq) != (sent.reading.gateway, sent.reading.seq):
-                raise FormatError(_STRUCTURE, f"verdicts[{i}]", None, "does not answer the reading sent at that index")
-            if verdict.status not in ("stored", "duplicate", "refused"):
-                raise FormatError(_STRUCTURE, f"verdicts[{i}].status", None, f"unknown status {verdict.status!r}")
-            if verdict.status == "refused" and not verdict.code:
-                raise FormatError(_STRUCTURE, f"verdicts[{i}].code", None, "a refusal must carry a code")
-            verdicts.append(verdict)
-        return verdicts
+        return parse_verdicts(doc, readings)
 
     def health(self) -> dict[str, Any]:
         """``GET /healthz``."""
@@ -256,6 +237,33 @@ class CloudClient:
             return _decode(response, self.url)
         tries = f" (after {attempt} attempt{'s' if attempt > 1 else ''})"
         raise CloudUnavailable(code, last_problem + tries)
+
+
+def parse_verdicts(doc: Any, sent: Sequence[SignedReading]) -> list[Verdict]:
+    """The verdicts of a ``POST /v1/readings`` answer, checked against the readings ``sent`` (same count, same
+    gateway and sequence number at each index, known status, a code on every refusal); ``FormatError`` otherwise."""
+    if not isinstance(doc, dict):
+        raise FormatError(_STRUCTURE, "(document)", None, "must be a JSON object")
+    items = _field(doc, "verdicts", list)
+    if len(items) != len(sent):
+        raise FormatError(_STRUCTURE, "verdicts", None, f"{len(items)} verdicts for {len(sent)} readings")
+    verdicts = []
+    for i, (item, reading) in enumerate(zip(items, sent, strict=True)):
+        if not isinstance(item, dict):
+            raise FormatError(_STRUCTURE, f"verdicts[{i}]", None, "must be an object")
+        code = item.get("code")
+        verdict = Verdict(
+            gateway=_field(item, "gateway", str), seq=_field(item, "seq", int), status=_field(item, "status", str),
+            code=code if isinstance(code, str) else None, message=_field(item, "message", str),
+        )  # fmt: skip
+        if (verdict.gateway, verdict.seq) != (reading.reading.gateway, reading.reading.seq):
+            raise FormatError(_STRUCTURE, f"verdicts[{i}]", None, "does not answer the reading sent at that index")
+        if verdict.status not in ("stored", "duplicate", "refused"):
+            raise FormatError(_STRUCTURE, f"verdicts[{i}].status", None, f"unknown status {verdict.status!r}")
+        if verdict.status == "refused" and not verdict.code:
+            raise FormatError(_STRUCTURE, f"verdicts[{i}].code", None, "a refusal must carry a code")
+        verdicts.append(verdict)
+    return verdicts
 
 
 def _decode(response: httpx.Response, url: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from sgx_iot.cli._common import EXIT_VERIFICATION_FAILED, console, fail, handle_errors, print_json, read_input
+from sgx_iot.cli.verify import facts_table
 from sgx_iot.errors import FormatError, UsageError
 from sgx_iot.sgx.dcap_quote import DcapQuote
 from sgx_iot.sgx.epid_quote import EpidQuote
@@ -176,9 +177,7 @@ def mrenclave(
 
 
 def _render(reading: MrenclaveReading) -> None:
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column(overflow="fold")
+    table = facts_table()
     table.add_row("MRENCLAVE", reading.mrenclave.hex())
     table.add_row("from", f"{reading.source} {reading.file}")
     for key, value in reading.identity.items():

@@ -16,6 +16,7 @@ from sgx_iot.audit import ReproducibilityReport, reference_values, verify_mrencl
 from sgx_iot.audit.report import SOURCE, Comparison
 from sgx_iot.cli._common import EXIT_VERIFICATION_FAILED, console, fail, handle_errors, print_json
 from sgx_iot.cli.audit import app
+from sgx_iot.cli.verify import facts_table
 
 _SRC = Annotated[str | None, typer.Option("--src", metavar="DIR|URL[@rev]",
                                           help="The trusted source: a folder, or a git URL with an optional @rev.")]
@@ -123,7 +124,7 @@ def reference(
 def render_report(report: ReproducibilityReport) -> None:
     """Print the report as text (rich: colours on a terminal, plain text otherwise)."""
     console.rule("[bold]Reproducibility report[/]")
-    facts = _facts()
+    facts = facts_table()
     kind = "Intel SGX SDK enclave" if report.kind == "sdk" else "sgx-iot enclave"
     facts.add_row("enclave", kind)
     for key, value in (report.source or {}).items():
@@ -139,7 +140,7 @@ def render_report(report: ReproducibilityReport) -> None:
         _comparison_rows(table, comparison)
     console.print(table)
 
-    checks = _facts()
+    checks = facts_table()
     checks.add_row("SIGSTRUCT signature", _ok(report.sigstruct_signature_ok, report.sigstruct_error or "valid"))
     attrs = report.attributes
     debug = ("debug enclave" if attrs.evidence_debug else "production enclave") if attrs.evidence is not None else ""
@@ -202,13 +203,6 @@ def _comparison_rows(table: Table, comparison: Comparison) -> None:
 
 def _ok(ok: bool, text: Any) -> str:
     return f"[green]ok[/] {text}" if ok else f"[bold red]FAIL[/] {text}"
-
-
-def _facts() -> Table:
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    return table
 
 
 app.command("verify")(verify)

@@ -112,7 +112,7 @@ def quote(
 
 def _render_legacy(verdict: LegacyVerdict) -> None:
     report, body = verdict.report, verdict.report.quote.report_body
-    facts = _facts_table()
+    facts = facts_table()
     facts.add_row("report id", report.id)
     facts.add_row("timestamp", report.timestamp.isoformat())
     facts.add_row("quote status", report.isv_enclave_quote_status)
@@ -139,7 +139,7 @@ def _render_legacy(verdict: LegacyVerdict) -> None:
 def _render_quote(result: DcapVerification) -> None:
     header, body = result.header, result.report_body
     when = datetime.fromtimestamp(result.now, UTC).isoformat()
-    table = _facts_table()
+    table = facts_table()
     table.add_row("verified", f"[green]yes[/]: signatures, PCK chain to {result.root}, collateral valid at {when}")
     table.add_row("TCB status", f"{result.status} (reported, not judged)")
     table.add_row("advisories", ", ".join(result.advisory_ids) or "none")
@@ -159,8 +159,9 @@ def _render_quote(result: DcapVerification) -> None:
     console.print(table)
 
 
-def _facts_table() -> Table:
+def facts_table() -> Table:
+    """A borderless two-column table of ``name  value`` rows (names bold, long values folded), for any command."""
     table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
+    table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     return table

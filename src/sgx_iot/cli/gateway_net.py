@@ -70,10 +70,12 @@ def register(
 ) -> None:
     """Register the gateway with a cloud: challenge, attest in the enclave, upload the evidence.
 
-    The cloud's nonce is bound with the enclave-derived public key into the quote; on success the cloud returns
-    an EAR attestation-result token, and the registration (name, cloud URL, token, key fingerprint) is stored in
-    the state folder for `gateway send` and `gateway run`. Exit 1 when the cloud refuses the evidence (its code
-    is printed, e.g. MRENCLAVE_NOT_ALLOWED), 2 when it cannot be reached.
+    The cloud's nonce is bound with the enclave-derived public key into the
+    quote; on success the cloud returns an EAR attestation-result token, and the
+    registration (name, cloud URL, token, key fingerprint) is stored in the
+    state folder for `gateway send` and `gateway run`. Exit 1 when the cloud
+    refuses the evidence (its code is printed, e.g. MRENCLAVE_NOT_ALLOWED), 2
+    when it cannot be reached.
 
     Examples:
 
@@ -175,12 +177,14 @@ def send(
 ) -> None:
     """Sign readings in the enclave and upload them; print the cloud's verdict for each.
 
-    Each FILE, or each non-empty line of stdin with --stdin, is one reading payload (at most 65536 bytes;
-    longer lines are skipped with a warning and exit code 2). Readings are stored in the
-    outbox (with their sequence numbers) before anything is signed or sent, and leave it only when the cloud
-    acknowledges them; readings an earlier run left there are sent too. Exit 0 when every reading was
-    acknowledged, 1 if the cloud refused any (they move to the dead-letter list, see `gateway status`), 2 if
-    some could not be delivered (cloud unreachable: they stay in the outbox).
+    Each FILE, or each non-empty line of stdin with --stdin, is one reading
+    payload (at most 65536 bytes; longer lines are skipped with a warning and
+    exit code 2). Readings are stored in the outbox (with their sequence
+    numbers) before anything is signed or sent, and leave it only when the cloud
+    acknowledges them; readings an earlier run left there are sent too. Exit 0
+    when every reading was acknowledged, 1 if the cloud refused any (they move
+    to the dead-letter list, see `gateway status`), 2 if some could not be
+    delivered (cloud unreachable: they stay in the outbox).
 
     Examples:
 
@@ -243,16 +247,20 @@ def run(
 ) -> None:
     """Deliver readings continuously: one reading per line of a growing file, a FIFO or stdin.
 
-    Lines are stored in the outbox every --batch lines or --flush-interval seconds, signed in the enclave (one
-    ECALL per batch) and uploaded; while the cloud is unreachable they wait in the outbox and uploads are retried
-    with exponential backoff and jitter. A followed file is resumed after its last stored line on restart.
-    SIGTERM or Ctrl-C stores what was read and exits. Exit codes as for `gateway send`.
+    Lines are stored in the outbox every --batch lines or --flush-interval
+    seconds, signed in the enclave (one ECALL per batch) and uploaded; while the
+    cloud is unreachable they wait in the outbox and uploads are retried with
+    exponential backoff and jitter. A followed file is read from its start the
+    first time, and from after its last stored line on every restart (nothing
+    twice, nothing skipped); a FIFO accepts writer after writer; stdin ends the
+    run at end-of-file. SIGTERM or Ctrl-C stores what was read and exits. Exit
+    codes as for `gateway send`.
 
     Examples:
 
       sgx-iot gateway run --input /var/log/sensor.log
 
-      mkfifo /tmp/readings && sgx-iot gateway run --input /tmp/readings --batch 50 --flush-interval 0.5
+      mkfifo /tmp/readings && sgx-iot gateway run --input /tmp/readings --batch 50
 
       sgx-iot gateway run --input readings.txt --max-readings 1000 --idle-exit 10
     """

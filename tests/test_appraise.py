@@ -60,7 +60,11 @@ def test_sim_evidence_is_affirming(world: SimWorld) -> None:
     assert result.policy_id == world.policy().id
     assert result.root == "sha256:" + TrustRoot.from_der(world.root_der).sha256
     assert result.to_dict()["affirming"] is True
+    assert result.platform == "simulated"
+    assert result.platform_id == world.platform.store.config.pck.ppid.hex()
     result.raise_for_status()
+    claimed = appraise(dataclasses.replace(world.evidence(NONCE), platform="gramine"), world.policy(), now=now())
+    assert claimed.affirming and claimed.platform == "simulated"  # from the root, not the claim
 
 
 def test_datetime_now_is_accepted(world: SimWorld) -> None:
@@ -328,6 +332,7 @@ def test_dcap_qvl_sample_default_policy_refuses_its_tcb(vectors: Path) -> None:
     result = appraise(ev, Policy(mrenclaves=frozenset({SAMPLE_MRENCLAVE})), now=SAMPLE_NOW, collateral=coll)
     refused(result, "TCB_STATUS_NOT_ACCEPTED")
     assert result.tcb_status == "ConfigurationAndSWHardeningNeeded"
+    assert result.platform == "gramine" and result.platform_id == "d04ec06d4e6d92dc90d0ad3cf5ee2ddf"
     assert sorted(result.advisory_ids) == ["INTEL-SA-00289", "INTEL-SA-00615"]
     assert result.root == "sha256:44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
     e = result.enclave

@@ -344,3 +344,61 @@ def test_oversized_body_is_refused_without_content_length(cloud: Cloud) -> None:
 
     r = cloud.client.post("/v1/readings", content=chunks(), headers={"content-type": "application/json"})
     error(r, 413, "REQUEST_TOO_LARGE")
+
+
+# --- a name is bound to its platform; the platform kind comes from the root ---------------------------------------
+
+def test_another_platform_cannot_take_over_a_name(tmp_path: Path, database: Database, world: SimWorld) -> None:  # noqa: F811
+    from sgx_iot.verify.policy import TrustRoot
+
+    other = make_world(tmp_path / "platform-b")
+    roots = (TrustRoot.from_der(world.root_der, "a"), TrustRoot.from_der(other.root_der, "b"))
+    cloud, server = start_cloud(tmp_path / "cloud2", database, world.policy(roots=roots))
+    try:
+        first = register(cloud, world, "gw-1", key="a")
+        assert first["gateway"]["platform_id"] == world.platform.store.config.pck.ppid.hex()
+        before = cloud.counts()
+        r = cloud.register("gw-1", other.evidence(cloud.challenge(), "b"))
+        error(r, 403, "GATEWAY_NAME_TAKEN")
+        after = cloud.counts()
+        assert (after["gateways"], after["attestations"]) == (before["gateways"], before["attestations"])
+        assert after["audit_log"] == before["audit_log"] + 1
+        assert cloud.client.get("/v1/gateways/gw-1").json() == first["gateway"]
+        forged = upload(cloud, signed(other, 1, gateway="gw-1", key="b"))
+        assert forged["verdicts"][0]["code"] == "BAD_SIGNATURE"
+        assert register(cloud, world, "gw-1", key="a2")["key_changed"]  # the same platform may re-key
+        assert register(cloud, other, "gw-2", key="b")["created"]  # and the other platform takes a free name
+    finally:
+        cloud.client.close()
+        server.stop()
+
+
+def test_platform_kind_comes_from_the_root_not_the_claim(cloud: Cloud, world: SimWorld) -> None:
+    import dataclasses
+
+    evidence = dataclasses.replace(world.evidence(cloud.challenge()), platform="gramine")
+    body = cloud.register("gw-1", evidence).json()
+    assert body["gateway"]["platform"] == "simulated"
+    claims = verify_ear(body["ear"], jwk_public_key(cloud.client.get("/v1/verifier").json()["jwk"]))
+    assert claims["submods"][SUBMOD]["sgx-iot.platform"] == "simulated"
+
+
+def test_corrupted_public_keys_are_4xx(cloud: Cloud, world: SimWorld) -> None:
+    import dataclasses
+
+    from cryptography.hazmat.primitives import serialization
+
+    evidence = world.evidence(cloud.challenge())
+    der = bytearray(world.key().public_key().public_bytes(serialization.Encoding.DER,
+                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
+    codes = set()
+    for index in range(0, 30):
+        corrupted = bytearray(der)
+        corrupted[index] ^= 0x01
+        pem_text = "-----BEGIN PUBLIC KEY-----\n" + base64.encodebytes(bytes(corrupted)).decode() + \
+            "-----END PUBLIC KEY-----\n"
+        r = cloud.register("gw-1", dataclasses.replace(evidence, public_key_pem=pem_text))
+        assert r.status_code in (403, 422), r.text
+        codes.add(r.json()["error"]["code"])
+    assert codes <= {"PUBLIC_KEY_INVALID", "KEY_BINDING_MISMATCH", "INVALID_REQUEST"}
+    assert cloud.counts()["gateways"] == 0

@@ -59,7 +59,7 @@ def test_migrations_create_the_model_schema(database: Database) -> None:  # noqa
         assert db.current_revision(e) is None
         db.migrate(e)
         db.migrate(e)  # idempotent
-        assert db.current_revision(e) == "0001"
+        assert db.current_revision(e) == "0002"
         assert TABLES <= set(sqlalchemy.inspect(e).get_table_names())
         with e.connect() as c:
             diff = compare_metadata(MigrationContext.configure(c, opts={"compare_type": True}), Base.metadata)
@@ -67,7 +67,27 @@ def test_migrations_create_the_model_schema(database: Database) -> None:  # noqa
         db.downgrade(e)
         assert not (TABLES - {"alembic_version"}) & set(sqlalchemy.inspect(e).get_table_names())
         db.migrate(e)
-        assert db.current_revision(e) == "0001"
+        assert db.current_revision(e) == "0002"
+    finally:
+        e.dispose()
+
+
+def test_upgrade_from_0001_keeps_data(database: Database) -> None:  # noqa: F811
+    e = database.engine()
+    try:
+        db.migrate(e, "0001")
+        with e.begin() as c:
+            c.execute(sqlalchemy.text(
+                "INSERT INTO gateways (name, created_at, updated_at, public_key_pem, key_sha256, platform, mrenclave, "
+                "mrsigner, isv_prod_id, isv_svn, tcb_status, advisory_ids, policy_id) VALUES "
+                "('old', 1, 1, 'pem', 'k', 'simulated', 'm', 's', 0, 0, 'UpToDate', '[]', 'p')"))
+        db.migrate(e)
+        with e.connect() as c:
+            row = c.execute(sqlalchemy.text("SELECT name, platform_id FROM gateways")).one()
+        assert tuple(row) == ("old", None)
+        db.downgrade(e, "0001")
+        with e.connect() as c:
+            assert c.execute(sqlalchemy.text("SELECT name FROM gateways")).scalar_one() == "old"
     finally:
         e.dispose()
 
@@ -75,7 +95,7 @@ def test_migrations_create_the_model_schema(database: Database) -> None:  # noqa
 def test_migration_files_ship_inside_the_package() -> None:
     assert (db.MIGRATIONS / "env.py").is_file()
     assert (db.MIGRATIONS / "script.py.mako").is_file()
-    assert list((db.MIGRATIONS / "versions").glob("0001_*.py"))
+    assert list((db.MIGRATIONS / "versions").glob("0001_*.py")) and list((db.MIGRATIONS / "versions").glob("0002_*.py"))
 
 
 def test_reading_sequence_numbers_are_unique_per_gateway(engine: sqlalchemy.Engine) -> None:

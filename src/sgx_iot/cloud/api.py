@@ -83,6 +83,7 @@ class GatewayOut(BaseModel):
     updated_at: int
     revoked_at: int | None
     revoked_reason: str | None
+    platform_id: str | None = Field(description="hex PPID of the platform the name is bound to")
 
 
 class RegisterOut(BaseModel):
@@ -293,6 +294,7 @@ def _gateway_out(info: Any) -> dict[str, Any]:
         "platform": info.platform, "enclave": info.enclave, "tcb_status": info.tcb_status,
         "advisory_ids": info.advisory_ids, "policy_id": info.policy_id, "created_at": info.created_at,
         "updated_at": info.updated_at, "revoked_at": info.revoked_at, "revoked_reason": info.revoked_reason,
+        "platform_id": info.platform_id,
     }
 
 

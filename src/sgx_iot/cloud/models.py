@@ -1,8 +1,9 @@
 """The cloud's relational schema (SQLAlchemy 2 declarative). Times are Unix seconds (BIGINT), the same on SQLite
 and PostgreSQL. The schema is created and changed only by the Alembic migrations in ``migrations/``.
 
-* ``gateways`` — one row per gateway name: its current attested key (only a successful attestation sets it)
-  and the identity it was attested with; ``revoked_at`` once an administrator revoked it.
+* ``gateways`` — one row per gateway name: its current attested key (only a successful attestation sets it),
+  the identity it was attested with and the platform (PPID) the name is bound to; ``revoked_at`` once an
+  administrator revoked it.
 * ``attestations`` — every successful attestation (key history), with its EAR token.
 * ``challenges`` — single-use nonces with their expiry (``used_at`` set by the registration that consumed it).
 * ``readings`` — accepted signed readings, unique per (gateway, seq), with the key that verified them.
@@ -49,6 +50,7 @@ class GatewayRow(Base):
     tcb_status: Mapped[str] = mapped_column(String(64))
     advisory_ids: Mapped[str] = mapped_column(Text)  # JSON list
     policy_id: Mapped[str] = mapped_column(String(80))
+    platform_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # PPID: the name is bound to it
     revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     revoked_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
@@ -71,6 +73,7 @@ class AttestationRow(Base):
     policy_id: Mapped[str] = mapped_column(String(80))
     nonce: Mapped[str] = mapped_column(String(128))
     ear: Mapped[str] = mapped_column(Text)
+    platform_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ChallengeRow(Base):

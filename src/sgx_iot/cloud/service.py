@@ -5,8 +5,9 @@ Rules it enforces:
 
 * a nonce is single-use and expires ``policy.nonce_lifetime`` seconds after it was issued; it is consumed, in the
   same transaction that registers the key, only by a successful registration;
-* a gateway's key is set or changed only by a successful appraisal (:func:`sgx_iot.verify.appraise.appraise`);
-  a refused registration stores nothing but one audit-log row; a revoked gateway stays revoked;
+* a gateway's key is set or changed only by a successful appraisal (:func:`sgx_iot.verify.appraise.appraise`),
+  and only from the platform (PPID) that first registered the name (GATEWAY_NAME_TAKEN otherwise); a refused
+  registration stores nothing but one audit-log row; a revoked gateway stays revoked;
 * a reading is accepted only if its signature verifies under the gateway's *current* attested key; the same
   reading (gateway, seq, timestamp, payload) sent again is acknowledged as a duplicate and not stored twice; a
   different reading with a used sequence number is refused (``REPLAYED_READING``).
@@ -88,6 +89,7 @@ class GatewayInfo:
     updated_at: int
     revoked_at: int | None
     revoked_reason: str | None
+    platform_id: str | None = None
 
     @classmethod
     def from_row(cls, row: GatewayRow) -> GatewayInfo:
@@ -99,7 +101,7 @@ class GatewayInfo:
                      "isv_svn": row.isv_svn},
             tcb_status=row.tcb_status, advisory_ids=json.loads(row.advisory_ids), policy_id=row.policy_id,
             created_at=row.created_at, updated_at=row.updated_at, revoked_at=row.revoked_at,
-            revoked_reason=row.revoked_reason,
+            revoked_reason=row.revoked_reason, platform_id=row.platform_id,
         )
 
 
@@ -273,6 +275,11 @@ class CloudService:
             row = s.scalars(select(GatewayRow).where(GatewayRow.name == name).with_for_update()).first()
             if row is not None and row.revoked_at is not None:
                 raise VerificationError("GATEWAY_REVOKED", f"gateway {name!r} was revoked and cannot register again")
+            if row is not None and row.platform_id and result.platform_id != row.platform_id:
+                raise VerificationError(
+                    "GATEWAY_NAME_TAKEN",
+                    f"gateway {name!r} is registered to another platform; a name can only be re-attested from the "
+                    "platform that registered it (use another name for another machine)")
             created = row is None
             key_changed = created or row.key_sha256 != fingerprint  # type: ignore[union-attr]
             fields = dict(
@@ -280,6 +287,7 @@ class CloudService:
                 platform=result.platform, mrenclave=enclave.mrenclave.hex(), mrsigner=enclave.mrsigner.hex(),
                 isv_prod_id=enclave.isv_prod_id, isv_svn=enclave.isv_svn, tcb_status=result.tcb_status or "",
                 advisory_ids=json.dumps(list(result.advisory_ids)), policy_id=result.policy_id,
+                platform_id=result.platform_id,
             )
             if row is None:
                 row = GatewayRow(name=name, created_at=now, **fields)
@@ -292,7 +300,7 @@ class CloudService:
                 gateway_id=row.id, created_at=now, public_key_pem=result.public_key_pem, key_sha256=fingerprint,
                 mrenclave=fields["mrenclave"], mrsigner=fields["mrsigner"], isv_prod_id=enclave.isv_prod_id,
                 isv_svn=enclave.isv_svn, tcb_status=fields["tcb_status"], advisory_ids=fields["advisory_ids"],
-                policy_id=result.policy_id, nonce=result.nonce.hex(), ear=token,
+                policy_id=result.policy_id, nonce=result.nonce.hex(), ear=token, platform_id=result.platform_id,
             ))
             info = GatewayInfo.from_row(row)
         return Registration(info, token, result, created, key_changed)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
@@ -47,7 +48,7 @@ from sgx_iot.sgx.report import ReportBody
 from sgx_iot.verify.collateral import CollateralSource, FixedCollateral, validity_windows
 from sgx_iot.verify.dcap import QuoteCollateralV3, verify_dcap_quote
 from sgx_iot.verify.evidence import Evidence
-from sgx_iot.verify.policy import Policy, TrustRoot
+from sgx_iot.verify.policy import INTEL_SGX_ROOT_CA_SHA256, Policy, TrustRoot
 
 SKIPPED = "SKIPPED"
 NonceCheck = Callable[[bytes], None]
@@ -104,6 +105,8 @@ class AppraisalResult:
     advisory_ids: tuple[str, ...] = ()
     root: str | None = None
     root_name: str | None = None
+    platform_id: str | None = None
+    """Hex PPID of the attested platform (from its PCK certificate) once the quote verified."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -150,6 +153,7 @@ class AppraisalResult:
             "policy_id": self.policy_id,
             "appraised_at": self.appraised_at,
             "platform": self.platform,
+            "platform_id": self.platform_id,
             "root": self.root,
             "root_name": self.root_name,
             "enclave": self.enclave.to_dict() if self.enclave else None,
@@ -165,8 +169,8 @@ def load_p256_public_key(pem: str | bytes) -> ec.EllipticCurvePublicKey:
     """A P-256 public key from PEM SubjectPublicKeyInfo (``FormatError`` otherwise)."""
     try:
         key = serialization.load_pem_public_key(pem.encode() if isinstance(pem, str) else pem)
-    except (ValueError, TypeError):
-        raise FormatError("public_key", "pem", None, "not a PEM public key") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise FormatError("public_key", "pem", None, "not a PEM public key of a supported algorithm") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise FormatError("public_key", "curve", None, "not a P-256 (secp256r1) public key")
     return key
@@ -241,7 +245,8 @@ def appraise(
     result: dict[str, Any] = {}
 
     def finish() -> AppraisalResult:
-        return AppraisalResult(tuple(checks.items), policy.id, t, evidence.platform, evidence.public_key_pem,
+        platform = result.pop("platform", evidence.platform)
+        return AppraisalResult(tuple(checks.items), policy.id, t, platform, evidence.public_key_pem,
                                evidence.nonce, **result)
 
     # 1. The quote parses, and its PCK chain names a root.
@@ -260,12 +265,15 @@ def appraise(
     if root is None:
         checks.fail("trust_root", "UNTRUSTED_ROOT",
                     f"the quote chains to {chain_root.subject!r} (sha256 {chain_root.sha256[:16]}…), "
-                    "a root this policy does not trust" + (" (a simulated platform's root must be listed in the "
-                                                            "policy's [trust] table)" if evidence.platform == "simulated" else ""))
+                    "a root this policy does not trust (a simulated platform's root must be listed in the policy's "
+                    "[trust] table)")
         checks.skip("collateral", "debug", "quote", *after, why="the quote's root is not trusted")
         return finish()
     root_der = root.der or chain_root.der
     result["root"] = "sha256:" + root.sha256
+    # What the platform is follows from the root it chains to, never from the evidence's own claim: only real SGX
+    # hardware chains to Intel's root; any other root a policy lists is a simulation's.
+    result["platform"] = "gramine" if root.sha256 == INTEL_SGX_ROOT_CA_SHA256 else "simulated"
     result["root_name"] = root.name if root.der is not None and root.name else f"{chain_root.name} (pinned by SHA-256)"
     checks.ok("trust_root", f"the quote chains to a trusted root: {result['root_name']}")
 
@@ -298,7 +306,8 @@ def appraise(
     checks.ok("quote", "quote signature, QE report, PCK chain, CRLs, TCB info and QE identity verified")
     body = verified.report_body
     enclave = EnclaveClaims.from_body(body)
-    result.update(enclave=enclave, tcb_status=verified.status, advisory_ids=tuple(verified.advisory_ids))
+    result.update(enclave=enclave, tcb_status=verified.status, advisory_ids=tuple(verified.advisory_ids),
+                  platform_id=verified.ppid.hex() or None)
 
     # 6. TCB status and advisories.
     checks.check("tcb_status", verified.status in policy.accepted_tcb_statuses, "TCB_STATUS_NOT_ACCEPTED",

@@ -252,9 +252,11 @@ def run(
     cloud is unreachable they wait in the outbox and uploads are retried with
     exponential backoff and jitter. A followed file is read from its start the
     first time, and from after its last stored line on every restart (nothing
-    twice, nothing skipped); a FIFO accepts writer after writer; stdin ends the
-    run at end-of-file. SIGTERM or Ctrl-C stores what was read and exits. Exit
-    codes as for `gateway send`.
+    twice, nothing skipped); a FIFO accepts writer after writer. At the end of
+    stdin (or after --max-readings) it delivers what is left, then exits; while
+    the cloud is unreachable it keeps retrying (bound it with --idle-exit).
+    SIGTERM or Ctrl-C stores what was read and exits. Exit codes as for
+    `gateway send`.
 
     Examples:
 

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from _vector_helpers import MARKUP, report_with_markup
 from elftools.elf.elffile import ELFFile
 from typer.testing import CliRunner
 
@@ -52,6 +53,16 @@ def test_verify_match_exits_0_with_text_and_json(bazinga: Path) -> None:
     assert code == 0 and doc["ok"] is True and doc["problems"] == []
     assert doc["mrenclave"]["values"] == dict.fromkeys(("source", "sigstruct", "replayed", "evidence"),
                                                        BAZINGA_MRENCLAVE)
+
+
+@pytest.mark.vectors
+def test_verify_shows_evidence_text_literally(vectors: Path, tmp_path: Path) -> None:
+    folder = vectors / "ias" / "iot-gateway-2021-06"
+    code, out, err = _run("verify", "--unsigned", _unsigned(folder / "enclave.signed.so", tmp_path / "enclave.so"),
+                          "--signed-enclave", folder / "enclave.signed.so",
+                          "--ias-report", report_with_markup(folder, tmp_path / "r.json"))
+    assert code == 1 and "IAS_BAD_SIGNATURE" in err and "Traceback" not in err
+    assert f"{MARKUP} (reported, not judged)" in " ".join(out.split())
 
 
 @pytest.mark.vectors

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import typer
+from _vector_helpers import MARKUP, report_with_markup
 from typer.testing import CliRunner
 
 from sgx_iot.cli import audit
@@ -55,6 +56,13 @@ def test_signed_binary_text(vectors: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert GATEWAY_12 in result.stdout and "match" in result.stdout
     assert "7b9b32fa1d255acf8ebb245308b7ce7a1f755a5d325a64af1309f2e9c686e00d" in result.stdout  # its MRSIGNER
+
+
+def test_ias_response_fields_are_shown_literally(vectors: Path, tmp_path: Path) -> None:
+    report = report_with_markup(vectors / "ias/iot-gateway-2021-06", tmp_path / "r.json")
+    result = _run("--ias-response", str(report))
+    assert result.exit_code == 0, result.stderr
+    assert MARKUP in result.stdout and GATEWAY_06 in result.stdout
 
 
 def test_tampered_signed_binary_exits_1(vectors: Path, tmp_path: Path) -> None:

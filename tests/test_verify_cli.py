@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from _vector_helpers import g06, g12  # noqa: F401  (fixtures)
+from _vector_helpers import MARKUP, g06, g12, report_with_markup  # noqa: F401  (fixtures)
 from typer.testing import CliRunner
 
 from sgx_iot.cli.verify import app
@@ -139,6 +139,13 @@ def test_ias_report_data_without_signature_exits_2(g06: Path) -> None:
 def test_ias_report_signed_enclave_that_is_not_an_elf_exits_2(g06: Path) -> None:
     code, _, _ = _run("ias-report", g06 / "ias_report.json", "--signed-enclave", g06 / "Sensor_Data")
     assert code == 2
+
+
+def test_ias_report_text_from_the_report_is_shown_literally(g06: Path, tmp_path: Path) -> None:
+    """Report fields are not rich markup: they used to crash the renderer (MarkupError) or could restyle it."""
+    code, out, err = _run("ias-report", report_with_markup(g06, tmp_path / "r.json"))
+    assert code == 1 and "IAS_BAD_SIGNATURE" in err
+    assert MARKUP in out and "Traceback" not in err
 
 
 # --- quote -----------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from sgx_iot.cli._common import EXIT_VERIFICATION_FAILED, console, fail, handle_errors, print_json, read_input
@@ -179,10 +180,10 @@ def mrenclave(
 def _render(reading: MrenclaveReading) -> None:
     table = facts_table()
     table.add_row("MRENCLAVE", reading.mrenclave.hex())
-    table.add_row("from", f"{reading.source} {reading.file}")
+    table.add_row("from", escape(f"{reading.source} {reading.file}"))
     for key, value in reading.identity.items():
         if value is not None:
-            table.add_row(key, str(value))
+            table.add_row(escape(key), escape(str(value)))
     console.print(table)
     if reading.blobs:
         blobs = Table("blob", "metadata", "replayed MRENCLAVE", "SIGSTRUCT ENCLAVEHASH")
@@ -192,4 +193,4 @@ def _render(reading: MrenclaveReading) -> None:
                           f"{blob['sigstruct_enclavehash']} {verdict}")
         console.print(blobs)
     if reading.note:
-        console.print(f"[dim]{reading.note}[/]", highlight=False)
+        console.print(f"[dim]{escape(reading.note)}[/]", highlight=False)

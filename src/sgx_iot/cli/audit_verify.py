@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from sgx_iot.audit import ReproducibilityReport, reference_values, verify_mrenclave, write_reference
@@ -75,7 +76,7 @@ def verify(
     else:
         render_report(report)
     if not report:
-        fail(f"reproducibility check failed: {report.problems()[0]}", EXIT_VERIFICATION_FAILED)
+        fail(escape(f"reproducibility check failed: {report.problems()[0]}"), EXIT_VERIFICATION_FAILED)
 
 
 @handle_errors
@@ -113,7 +114,8 @@ def reference(
         if json_output:
             print_json({**values.to_dict(), "policy": str(out), "policy_id": policy.id})
         else:
-            console.print(f"wrote the reference values to [bold]{out}[/] (policy {policy.id})", highlight=False)
+            console.print(f"wrote the reference values to [bold]{escape(str(out))}[/] (policy {escape(policy.id)})",
+                          highlight=False)
             console.print(values.to_toml().rstrip(), highlight=False, markup=False)
     elif json_output:
         print_json(values.to_dict())
@@ -130,7 +132,7 @@ def render_report(report: ReproducibilityReport) -> None:
     for key, value in (report.source or {}).items():
         if key == "recipe" and isinstance(value, dict):
             value = f"{value.get('origin')}: {value.get('build') or 'measured from source, no build'}"
-        facts.add_row(key, str(value))
+        facts.add_row(escape(key), escape(str(value)))
     console.print(facts)
 
     table = Table(show_header=False, box=None, pad_edge=False)
@@ -152,19 +154,19 @@ def render_report(report: ReproducibilityReport) -> None:
             f"{len(report.differences)}{'+' if report.differences_truncated else ''} differing range(s)"
         checks.add_row("rebuilt vs signed file", _ok(not report.differences, detail))
         for diff in report.differences:
-            checks.add_row("", f"[red]{diff.describe()}[/]")
+            checks.add_row("", f"[red]{escape(diff.describe())}[/]")
     mismatch_detail = "agrees" if not report.config_mismatches else f"{len(report.config_mismatches)} mismatch(es)"
     checks.add_row("configuration", _ok(not report.config_mismatches, mismatch_detail))
     for mismatch in report.config_mismatches:
-        checks.add_row("", f"[red]{mismatch.describe()}[/]")
+        checks.add_row("", f"[red]{escape(mismatch.describe())}[/]")
     if report.evidence is not None:
         ev = report.evidence
         checks.add_row("evidence", _ok(ev.verified, f"{ev.kind}: " + ("authentic" if ev.verified else str(ev.error))))
-        checks.add_row("", ev.checks)
+        checks.add_row("", escape(ev.checks))
         if ev.status:
-            checks.add_row("status", f"{ev.status} (reported, not judged)")
+            checks.add_row("status", f"{escape(ev.status)} (reported, not judged)")
         if ev.advisory_ids:
-            checks.add_row("advisories", ", ".join(ev.advisory_ids))
+            checks.add_row("advisories", escape(", ".join(ev.advisory_ids)))
     console.print(checks)
 
     if report.report_data is not None:
@@ -180,13 +182,13 @@ def render_report(report: ReproducibilityReport) -> None:
             console.print(f"public key it binds ({how}){state}:", highlight=False)
             console.print(rd.public_key.hex(), highlight=False)
     for note in report.notes:
-        console.print(f"[cyan]note:[/] {note}", highlight=False)
+        console.print(f"[cyan]note:[/] {escape(note)}", highlight=False)
     if report:
         console.print("[bold green]MRENCLAVE reproduced: everything matches[/]")
     else:
         console.print("[bold red]NOT reproduced:[/]")
         for problem in report.problems():
-            console.print(f"  [red]- {problem}[/]", highlight=False)
+            console.print(f"  [red]- {escape(problem)}[/]", highlight=False)
 
 
 def _comparison_rows(table: Table, comparison: Comparison) -> None:
@@ -202,7 +204,8 @@ def _comparison_rows(table: Table, comparison: Comparison) -> None:
 
 
 def _ok(ok: bool, text: Any) -> str:
-    return f"[green]ok[/] {text}" if ok else f"[bold red]FAIL[/] {text}"
+    """``ok``/``FAIL`` in colour, then ``text`` shown literally (it may quote file contents)."""
+    return f"[green]ok[/] {escape(str(text))}" if ok else f"[bold red]FAIL[/] {escape(str(text))}"
 
 
 app.command("verify")(verify)

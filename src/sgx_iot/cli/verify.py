@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from sgx_iot.cli._common import EXIT_VERIFICATION_FAILED, console, fail, handle_errors, print_json, read_input
@@ -68,7 +69,7 @@ def ias_report(
         _render_legacy(verdict)
     if not verdict.ok:
         failed = [c for c in verdict.checks if c.outcome is Outcome.FAIL]
-        fail(f"verification failed: {failed[0].name}: {failed[0].sentence}", EXIT_VERIFICATION_FAILED)
+        fail(escape(f"verification failed: {failed[0].name}: {failed[0].sentence}"), EXIT_VERIFICATION_FAILED)
 
 
 @app.command("quote")
@@ -113,10 +114,10 @@ def quote(
 def _render_legacy(verdict: LegacyVerdict) -> None:
     report, body = verdict.report, verdict.report.quote.report_body
     facts = facts_table()
-    facts.add_row("report id", report.id)
+    facts.add_row("report id", escape(report.id))
     facts.add_row("timestamp", report.timestamp.isoformat())
-    facts.add_row("quote status", report.isv_enclave_quote_status)
-    facts.add_row("advisories", ", ".join(report.advisory_ids) or "none")
+    facts.add_row("quote status", escape(report.isv_enclave_quote_status))
+    facts.add_row("advisories", escape(", ".join(report.advisory_ids)) or "none")
     facts.add_row("MRENCLAVE", body.mr_enclave.hex())
     facts.add_row("MRSIGNER", body.mr_signer.hex())
     facts.add_row("ISVPRODID / ISVSVN", f"{body.isv_prod_id} / {body.isv_svn}")
@@ -128,7 +129,7 @@ def _render_legacy(verdict: LegacyVerdict) -> None:
     checks.add_column("check", style="bold")
     checks.add_column("why", overflow="fold")
     for check in verdict.checks:
-        checks.add_row(_STYLE[check.outcome], check.name, check.sentence)
+        checks.add_row(_STYLE[check.outcome], escape(check.name), escape(check.sentence))
     console.print(checks)
     if verdict.public_key_pem:
         console.print("attested public key (from REPORTDATA):")
@@ -141,9 +142,9 @@ def _render_quote(result: DcapVerification) -> None:
     when = datetime.fromtimestamp(result.now, UTC).isoformat()
     table = facts_table()
     table.add_row("verified", f"[green]yes[/]: signatures, PCK chain to {result.root}, collateral valid at {when}")
-    table.add_row("TCB status", f"{result.status} (reported, not judged)")
-    table.add_row("advisories", ", ".join(result.advisory_ids) or "none")
-    table.add_row("QE status", f"{result.qe_status} {', '.join(result.qe_advisory_ids)}".rstrip())
+    table.add_row("TCB status", f"{escape(result.status)} (reported, not judged)")
+    table.add_row("advisories", escape(", ".join(result.advisory_ids)) or "none")
+    table.add_row("QE status", escape(f"{result.qe_status} {', '.join(result.qe_advisory_ids)}".rstrip()))
     table.add_row("PPID", result.ppid.hex())
     table.add_row(
         "quote", f"version {header.version}, key type {header.att_key_type}, TEE type {header.att_key_data_0}"

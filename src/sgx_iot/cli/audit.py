@@ -152,11 +152,11 @@ def mrenclave(
 
         sgx-iot audit mrenclave --quote quote.dat
 
-    A signed enclave's MRENCLAVE is recomputed by replaying each of its metadata blobs (no SGX SDK needed).
+    A signed enclave's MRENCLAVE is recomputed by replaying each of its metadata
+    blobs (no SGX SDK needed), and compared with its SIGSTRUCT's ENCLAVEHASH.
+    Reports and quotes are only read here, not verified (see `sgx-iot verify`).
 
-    Each replay is compared with the ENCLAVEHASH of the enclave's SIGSTRUCT: exit 1 if one differs.
-
-    Reports and quotes are only read here, not verified (see `sgx-iot verify`). Exit 2 on unusable input.
+    Exit codes: 0 printed; 1 a replay differs from its SIGSTRUCT; 2 bad input.
     """
     given = {name: value for name, value in (("--src", src), ("--signed-binary", signed_binary),
                                              ("--ias-response", ias_response), ("--quote", quote))

@@ -53,20 +53,27 @@ def verify(
 ) -> None:
     """Reproducibility report: is the signed (and attested) enclave built from the trusted source?
 
+    An SDK source is rebuilt with its recipe (.auditee.yml, sgx-iot-audit.toml).
+    sgx-iot's own source needs no build: its files define the enclave image.
+
     Examples:
 
-        sgx-iot audit verify --src https://github.com/org/gateway.git@v1.0 --signed-enclave enclave.signed.so
-        --ias-report ias_report.json
+        sgx-iot audit verify --src https://github.com/org/gateway.git@v1.0 \\
+            --signed-enclave enclave.signed.so --ias-report ias_report.json
 
-        sgx-iot audit verify --unsigned enclave.so --signed-enclave enclave.signed.so --quote quote.dat
-        --config Enclave.config.xml
+        sgx-iot audit verify --unsigned enclave.so \\
+            --signed-enclave enclave.signed.so \\
+            --quote quote.dat --config Enclave.config.xml
 
-        sgx-iot audit verify --src . --signed-enclave gateway-state/enclave.sigstruct --evidence evidence.json
-        --root sim-root.pem --json
+        sgx-iot audit verify --src . \\
+            --signed-enclave gateway-state/enclave.sigstruct \\
+            --evidence evidence.json --root sim-root.pem --json
 
-    An SDK source is rebuilt with its recipe (.auditee.yml or sgx-iot-audit.toml); sgx-iot's own source needs no
-    build. Exits 0 when everything matches, 1 when something differs (the report says what and where), 2 when an
-    input is unusable or the build cannot run (then rebuild elsewhere and pass --unsigned FILE).
+    Exit codes:
+    0  everything matches;
+    1  something differs (the report says what and where);
+    2  unusable input, or the build cannot run
+       (then rebuild elsewhere and pass --unsigned FILE).
     """
     report = verify_mrenclave(src, signed_enclave, ias_report=ias_report, quote=quote, collateral=collateral,
                               unsigned=unsigned, evidence=evidence, now=now, enclave_config=config, root_ca=root,
@@ -93,19 +100,24 @@ def reference(
 ) -> None:
     """Write the audited enclave's reference values as the enclave table of the verifier's policy.
 
+    With --signed-enclave, the full reproducibility check runs first,
+    and nothing is written unless it passes; the values are then
+    MRENCLAVE, MRSIGNER, ISVPRODID and ISVSVN (as min_isv_svn),
+    so the cloud trusts exactly the audited build.
+    Without it (sgx-iot's own enclave only): MRENCLAVE, ISVPRODID and ISVSVN
+    from the source.
+
     Examples:
 
         sgx-iot audit reference --src . --out policy.toml
 
-        sgx-iot audit reference --src https://github.com/org/sgx-iot.git@v1.0
-        --signed-enclave enclave.sigstruct --out policy.toml
+        sgx-iot audit reference --src https://github.com/org/sgx-iot.git@v1.0 \\
+            --signed-enclave enclave.sigstruct --out policy.toml
 
-        sgx-iot audit reference --unsigned enclave.so --signed-enclave enclave.signed.so
+        sgx-iot audit reference --unsigned enclave.so \\
+            --signed-enclave enclave.signed.so
 
-    With --signed-enclave the full reproducibility check runs first and nothing is written unless it passes
-    (exit 1); the values are then MRENCLAVE, MRSIGNER, ISVPRODID and ISVSVN (as min_isv_svn), so the cloud trusts
-    exactly the audited build. Without it (sgx-iot's own enclave only): MRENCLAVE, ISVPRODID and ISVSVN from the
-    source. Exits 2 on unusable input.
+    Exit codes: 0 written (or printed); 1 not reproduced; 2 unusable input.
     """
     values = reference_values(src, signed_enclave, unsigned=unsigned, enclave_config=config,
                               build_timeout=build_timeout)

@@ -30,7 +30,8 @@ def run(
 
       sgx-iot inspect quote.dat
 
-      sgx-iot inspect enclave.signed.so --json | jq .fields.metadata[0].sigstruct.enclave_hash
+      sgx-iot inspect enclave.signed.so --json \\
+          | jq .fields.metadata[0].sigstruct.enclave_hash
 
       sgx-iot inspect ias_report.json
     """

@@ -48,13 +48,18 @@ def ias_report(
 
         sgx-iot verify ias-report ias_report.json
 
-        sgx-iot verify ias-report ias_response_body.exact.json --headers ias_response_headers.extracted.json
+        sgx-iot verify ias-report ias_response_body.exact.json \\
+            --headers ias_response_headers.extracted.json
 
-        sgx-iot verify ias-report ias_report.json --signed-enclave enclave.signed.so
-        --data Sensor_Data --signature Sensor_Data.signature
+        sgx-iot verify ias-report ias_report.json \\
+            --signed-enclave enclave.signed.so \\
+            --data Sensor_Data --signature Sensor_Data.signature
 
-    Exits 0 when every check passes (a GROUP_OUT_OF_DATE status or a debug enclave is printed, not judged),
-    1 when one fails (for example MRSIGNER differs from the signed enclave's), 2 when an input is unusable.
+    Exit codes:
+    0  every check passes (a GROUP_OUT_OF_DATE status or a debug enclave
+       is printed, not judged);
+    1  a check fails (for example MRSIGNER differs from the signed enclave's);
+    2  an input is unusable.
     """
     verdict = verify_legacy_gateway(
         read_input(report, "IAS report"),
@@ -91,13 +96,21 @@ def quote(
 
     Examples:
 
-        sgx-iot verify quote sgx_quote --collateral sgx_quote_collateral.json --now 1752919277
+        sgx-iot verify quote sgx_quote --collateral sgx_quote_collateral.json \\
+            --now 1752919277
 
-        sgx-iot verify quote quote.bin --collateral collateral.json --root sim-root.pem --json
+        sgx-iot verify quote quote.bin --collateral collateral.json \\
+            --root sim-root.pem --json
 
-    Prints the TCB status and advisories (a ConfigurationAndSWHardeningNeeded quote that verifies exits 0) and the
-    enclave identity (MRENCLAVE, MRSIGNER, ISVPRODID, ISVSVN, attributes, REPORTDATA). Exits 1 when the quote is
-    refused (the code says why: COLLATERAL_EXPIRED, UNTRUSTED_ROOT, QUOTE_BAD_SIGNATURE, …), 2 on unusable input.
+    Prints the TCB status and advisories, not judged, and the enclave identity
+    (MRENCLAVE, MRSIGNER, ISVPRODID, ISVSVN, attributes, REPORTDATA).
+
+    Exit codes:
+    0  the quote verifies (also with a status such as
+       ConfigurationAndSWHardeningNeeded);
+    1  refused, with a code saying why (COLLATERAL_EXPIRED, UNTRUSTED_ROOT,
+       QUOTE_BAD_SIGNATURE, …);
+    2  unusable input.
     """
     result = verify_dcap_quote(
         read_input(quote_file, "quote"),

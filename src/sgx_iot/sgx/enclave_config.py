@@ -193,7 +193,7 @@ def decode_metadata(metadata: Metadata) -> EnclaveConfig:
         provision_key=1 if css.attributes.flags & AttributeFlags.PROVISIONKEY else 0,
         launch_key=1 if css.attributes.flags & AttributeFlags.EINITTOKEN_KEY else 0,
         enable_kss=1 if css.attributes.flags & AttributeFlags.KSS else 0,
-        release_type=1 if int.from_bytes(css.header[12:16], "little") >> 31 else 0,
+        release_type=1 if css.release_type else 0,
         intel_signed=1 if css.vendor == 0x8086 else 0,
         hw=css.swdefined,
     )

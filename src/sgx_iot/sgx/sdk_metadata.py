@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from sgx_iot.errors import FormatError
+from sgx_iot.sgx._codec import require_size
 from sgx_iot.sgx.attributes import Attributes
 from sgx_iot.sgx.sigstruct import Sigstruct
 
@@ -108,7 +109,7 @@ class PatchEntry:
     @classmethod
     def parse(cls, data: bytes) -> PatchEntry:
         """Exactly 32 bytes → ``PatchEntry``."""
-        _require(data, cls.SIZE, "PatchEntry")
+        require_size(data, cls.SIZE, "PatchEntry")
         return cls(*cls._S.unpack(data))
 
     def to_bytes(self) -> bytes:
@@ -134,7 +135,7 @@ class LayoutEntry:
     @classmethod
     def parse(cls, data: bytes) -> LayoutEntry:
         """Exactly 32 bytes → ``LayoutEntry``."""
-        _require(data, cls.SIZE, "LayoutEntry")
+        require_size(data, cls.SIZE, "LayoutEntry")
         return cls(*cls._S.unpack(data))
 
     def to_bytes(self) -> bytes:
@@ -165,7 +166,7 @@ class LayoutGroup:
     @classmethod
     def parse(cls, data: bytes) -> LayoutGroup:
         """Exactly 32 bytes → ``LayoutGroup``."""
-        _require(data, cls.SIZE, "LayoutGroup")
+        require_size(data, cls.SIZE, "LayoutGroup")
         return cls(*cls._S.unpack(data))
 
     def to_bytes(self) -> bytes:
@@ -193,7 +194,7 @@ class ExtendEntry:
     @classmethod
     def parse(cls, data: bytes) -> ExtendEntry:
         """Exactly 16 bytes → ``ExtendEntry``."""
-        _require(data, cls.SIZE, "ExtendEntry")
+        require_size(data, cls.SIZE, "ExtendEntry")
         return cls(*cls._S.unpack(data))
 
     def to_bytes(self) -> bytes:
@@ -215,7 +216,7 @@ class ElrangeConfig:
     @classmethod
     def parse(cls, data: bytes) -> ElrangeConfig:
         """Exactly 24 bytes → ``ElrangeConfig``."""
-        _require(data, cls.SIZE, "ElrangeConfig")
+        require_size(data, cls.SIZE, "ElrangeConfig")
         return cls(*cls._S.unpack(data))
 
     def to_bytes(self) -> bytes:
@@ -445,11 +446,6 @@ def _table(data: bytes, directory: DataDirectory, entry_size: int, name: str) ->
         raise FormatError(_STRUCTURE, name, None, f"table size {directory.size} is not a multiple of {entry_size}")
     start = directory.offset
     return [data[start + i : start + i + entry_size] for i in range(0, directory.size, entry_size)]
-
-
-def _require(data: bytes, size: int, structure: str) -> None:
-    if len(data) != size:
-        raise FormatError(structure, "size", min(len(data), size), f"expected exactly {size} bytes, got {len(data)}")
 
 
 def _id_name(value: int) -> str:

@@ -1,6 +1,6 @@
 """Strict little-endian codecs shared by every SGX structure.
 
-Two tools, both raising only :class:`sgx_iot.errors.FormatError` on bad input:
+Three tools, raising only :class:`sgx_iot.errors.FormatError` on bad input:
 
 * :class:`Reader` — a sequential cursor (``u16``/``u32``/``u64``/``bytes``) for variable-length data; each read
   names its field, so a truncation reports structure, field and offset.
@@ -8,6 +8,8 @@ Two tools, both raising only :class:`sgx_iot.errors.FormatError` on bad input:
   to cover every byte exactly once. It decodes bytes into constructor keyword arguments, encodes a dataclass back
   to bytes, and validates field values (used from ``__post_init__``, raising ``ValueError`` for programming
   errors such as a 31-byte MRENCLAVE).
+* :class:`LayoutStructure` — the base class giving a layout-described dataclass its ``parse`` / ``to_bytes`` /
+  validation.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 from sgx_iot.errors import FormatError
 
@@ -203,6 +205,31 @@ class Layout:
                     raise ValueError(f"{where} must be {f.size} bytes, not {len(value)}")
             elif not isinstance(value, f.kind):
                 raise ValueError(f"{where} must be a {f.kind.__name__}, not {type(value).__name__}")
+
+
+class LayoutStructure:
+    """Base of the fixed-size structures a :class:`Layout` describes (frozen dataclasses whose fields are the
+    layout's; the subclass sets ``SIZE`` and, once defined, ``LAYOUT``).
+
+    Gives every one the same contract: constructing validates the fields (``ValueError``), :meth:`parse` takes
+    exactly ``SIZE`` bytes (``FormatError`` otherwise), :meth:`to_bytes` gives them back, and
+    ``parse(x.to_bytes()) == x``.
+    """
+
+    SIZE: ClassVar[int]
+    LAYOUT: ClassVar[Layout]
+
+    def __post_init__(self) -> None:
+        self.LAYOUT.validate(self)
+
+    @classmethod
+    def parse(cls, data: bytes) -> Self:
+        """Exactly ``SIZE`` bytes → the structure (``FormatError`` naming structure, field and offset otherwise)."""
+        return cls(**cls.LAYOUT.decode(data))
+
+    def to_bytes(self) -> bytes:
+        """The ``SIZE``-byte encoding."""
+        return self.LAYOUT.encode(self)
 
 
 def check_fields_match(cls: type, layout: Layout) -> None:

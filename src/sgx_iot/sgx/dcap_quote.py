@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sgx_iot.errors import FormatError, VerificationError
-from sgx_iot.sgx._codec import Layout, Reader, check_fields_match, u16, u32
+from sgx_iot.sgx._codec import Layout, LayoutStructure, Reader, check_fields_match, u16, u32
 from sgx_iot.sgx.ecdsa import public_key_from_xy, raw_to_der
 from sgx_iot.sgx.report import ReportBody
 
@@ -40,8 +40,11 @@ _SIG_DATA_FIXED = 64 + 64 + ReportBody.SIZE + 64
 
 
 @dataclass(frozen=True)
-class QuoteHeader:
-    """The 48-byte quote header. ``att_key_data_0`` is the TEE type in v4 quotes (0 = SGX)."""
+class QuoteHeader(LayoutStructure):
+    """The 48-byte quote header. ``att_key_data_0`` is the TEE type in v4 quotes (0 = SGX).
+
+    :meth:`parse` accepts any version and key type; :meth:`DcapQuote.parse` refuses all but 3 and ECDSA-P256.
+    """
 
     version: int = QUOTE_VERSION
     att_key_type: int = ATT_KEY_TYPE_ECDSA_P256
@@ -52,19 +55,6 @@ class QuoteHeader:
     user_data: bytes = bytes(20)
 
     SIZE: ClassVar[int] = HEADER_SIZE
-    LAYOUT: ClassVar[Layout]
-
-    def __post_init__(self) -> None:
-        self.LAYOUT.validate(self)
-
-    @classmethod
-    def parse(cls, data: bytes) -> QuoteHeader:
-        """Exactly 48 bytes → ``QuoteHeader`` (any version; :meth:`DcapQuote.parse` checks it)."""
-        return cls(**cls.LAYOUT.decode(data))
-
-    def to_bytes(self) -> bytes:
-        """The 48-byte encoding."""
-        return self.LAYOUT.encode(self)
 
 
 QuoteHeader.LAYOUT = Layout(

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass
 from typing import ClassVar
 
-from sgx_iot.sgx._codec import Layout, check_fields_match
+from sgx_iot.sgx._codec import Layout, LayoutStructure, check_fields_match
 from sgx_iot.sgx.attributes import Attributes
 
 TSEAL_DEFAULT_FLAGSMASK = 0xFF0000000000000B
@@ -63,7 +63,7 @@ def key_policy_names(value: int) -> list[str]:
 
 
 @dataclass(frozen=True)
-class KeyRequest:
+class KeyRequest(LayoutStructure):
     """An EGETKEY request (512 bytes). Defaults are zeros; see :func:`seal_key_request` for sealing defaults."""
 
     key_name: int = 0
@@ -78,19 +78,6 @@ class KeyRequest:
     reserved2: bytes = bytes(434)
 
     SIZE: ClassVar[int] = 512
-    LAYOUT: ClassVar[Layout]
-
-    def __post_init__(self) -> None:
-        self.LAYOUT.validate(self)
-
-    @classmethod
-    def parse(cls, data: bytes) -> KeyRequest:
-        """Exactly 512 bytes → ``KeyRequest`` (``FormatError`` otherwise)."""
-        return cls(**cls.LAYOUT.decode(data))
-
-    def to_bytes(self) -> bytes:
-        """The 512-byte encoding."""
-        return self.LAYOUT.encode(self)
 
 
 KeyRequest.LAYOUT = Layout(

@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from sgx_iot.sgx._codec import Layout, check_fields_match
+from sgx_iot.sgx._codec import Layout, LayoutStructure, check_fields_match
 from sgx_iot.sgx.attributes import Attributes
 
 _ZERO_ATTRIBUTES = Attributes()
 
 
 @dataclass(frozen=True)
-class ReportBody:
+class ReportBody(LayoutStructure):
     """The enclave identity and data that EREPORT produces and quotes carry (384 bytes)."""
 
     cpu_svn: bytes = bytes(16)
@@ -38,19 +38,6 @@ class ReportBody:
     reserved4: bytes = bytes(42)
 
     SIZE: ClassVar[int] = 384
-    LAYOUT: ClassVar[Layout]
-
-    def __post_init__(self) -> None:
-        self.LAYOUT.validate(self)
-
-    @classmethod
-    def parse(cls, data: bytes) -> ReportBody:
-        """Exactly 384 bytes → ``ReportBody`` (``FormatError`` otherwise)."""
-        return cls(**cls.LAYOUT.decode(data))
-
-    def to_bytes(self) -> bytes:
-        """The 384-byte encoding."""
-        return self.LAYOUT.encode(self)
 
 
 ReportBody.LAYOUT = Layout(
@@ -81,7 +68,7 @@ _ZERO_BODY = ReportBody()
 
 
 @dataclass(frozen=True)
-class Report:
+class Report(LayoutStructure):
     """An EREPORT: body ‖ KEYID ‖ MAC (AES-128-CMAC of the body under the target's report key)."""
 
     body: ReportBody = _ZERO_BODY
@@ -89,19 +76,6 @@ class Report:
     mac: bytes = bytes(16)
 
     SIZE: ClassVar[int] = 432
-    LAYOUT: ClassVar[Layout]
-
-    def __post_init__(self) -> None:
-        self.LAYOUT.validate(self)
-
-    @classmethod
-    def parse(cls, data: bytes) -> Report:
-        """Exactly 432 bytes → ``Report`` (``FormatError`` otherwise)."""
-        return cls(**cls.LAYOUT.decode(data))
-
-    def to_bytes(self) -> bytes:
-        """The 432-byte encoding."""
-        return self.LAYOUT.encode(self)
 
 
 Report.LAYOUT = Layout("Report", 432, [("body", 384, ReportBody), ("key_id", 32, bytes), ("mac", 16, bytes)])
@@ -109,7 +83,7 @@ check_fields_match(Report, Report.LAYOUT)
 
 
 @dataclass(frozen=True)
-class TargetInfo:
+class TargetInfo(LayoutStructure):
     """Identity of the enclave a REPORT is targeted at (the one that can verify its MAC), 512 bytes."""
 
     mr_enclave: bytes = bytes(32)
@@ -122,19 +96,6 @@ class TargetInfo:
     reserved3: bytes = bytes(384)
 
     SIZE: ClassVar[int] = 512
-    LAYOUT: ClassVar[Layout]
-
-    def __post_init__(self) -> None:
-        self.LAYOUT.validate(self)
-
-    @classmethod
-    def parse(cls, data: bytes) -> TargetInfo:
-        """Exactly 512 bytes → ``TargetInfo`` (``FormatError`` otherwise)."""
-        return cls(**cls.LAYOUT.decode(data))
-
-    def to_bytes(self) -> bytes:
-        """The 512-byte encoding."""
-        return self.LAYOUT.encode(self)
 
 
 TargetInfo.LAYOUT = Layout(

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from sgx_iot.errors import UsageError, VerificationError
-from sgx_iot.sgx._codec import Layout, check_fields_match
+from sgx_iot.sgx._codec import Layout, LayoutStructure, check_fields_match
 from sgx_iot.sgx.attributes import Attributes
 
 SIGSTRUCT_HEADER = bytes.fromhex("06000000e10000000000010000000000")
@@ -32,8 +32,11 @@ _ZERO_ATTRIBUTES = Attributes()
 
 
 @dataclass(frozen=True)
-class Sigstruct:
-    """A SIGSTRUCT; every byte (reserved ones included) is a field, so any 1808 bytes round-trip."""
+class Sigstruct(LayoutStructure):
+    """A SIGSTRUCT; every byte (reserved ones included) is a field, so any 1808 bytes round-trip.
+
+    :meth:`parse` does not check the signature: :meth:`verify` does.
+    """
 
     header: bytes = bytes(16)
     vendor: int = 0
@@ -62,19 +65,6 @@ class Sigstruct:
     reserved4: bytes = bytes(12)
 
     SIZE: ClassVar[int] = 1808
-    LAYOUT: ClassVar[Layout]
-
-    def __post_init__(self) -> None:
-        self.LAYOUT.validate(self)
-
-    @classmethod
-    def parse(cls, data: bytes) -> Sigstruct:
-        """Exactly 1808 bytes → ``Sigstruct`` (``FormatError`` otherwise). Does not verify the signature."""
-        return cls(**cls.LAYOUT.decode(data))
-
-    def to_bytes(self) -> bytes:
-        """The 1808-byte encoding."""
-        return self.LAYOUT.encode(self)
 
     @classmethod
     def build(

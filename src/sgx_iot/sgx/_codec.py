@@ -60,15 +60,19 @@ class Reader:
         return int(struct.unpack("<" + _UINT[size], self.bytes(size, field))[0])
 
     def u8(self, field: str) -> int:
+        """The next 1-byte unsigned integer."""
         return self.uint(1, field)
 
     def u16(self, field: str) -> int:
+        """The next 2-byte unsigned integer."""
         return self.uint(2, field)
 
     def u32(self, field: str) -> int:
+        """The next 4-byte unsigned integer."""
         return self.uint(4, field)
 
     def u64(self, field: str) -> int:
+        """The next 8-byte unsigned integer."""
         return self.uint(8, field)
 
     def rest(self, field: str) -> bytes:

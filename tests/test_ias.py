@@ -318,6 +318,8 @@ def test_missing_required_field(vectors: Path, field: str) -> None:
         ("version", "4"),
         ("version", True),
         ("timestamp", "yesterday"),
+        ("timestamp", "0001-01-01T00:00:00+01:00"),  # before year 1 in UTC: used to escape as OverflowError
+        ("timestamp", "9999-12-31T23:59:59-01:00"),
         ("isvEnclaveQuoteBody", "!!!"),
         ("isvEnclaveQuoteBody", base64.b64encode(bytes(431)).decode()),
         ("advisoryIDs", "INTEL-SA-00161"),

@@ -286,7 +286,7 @@ def _b64(text: str, field: str) -> bytes:
 def _timestamp(text: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        # IAS writes UTC without an offset; an offset that moves the time out of datetime's range overflows
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise FormatError(_S, "timestamp", None, f"not an ISO 8601 time: {text[:40]!r}") from None
-    # IAS writes UTC without an offset
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

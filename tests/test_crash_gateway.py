@@ -171,3 +171,24 @@ def test_kill_9_during_signing_and_uploading_loses_and_duplicates_nothing(
     for r in stored[:: max(1, len(stored) // 50)]:
         key.verify(r.signature, Reading("gw-run", r.seq, r.timestamp, r.payload).to_bytes(), ec.ECDSA(hashes.SHA256()))
     print(f"signing/uploading: {kills} kills, {len(lines)} readings stored exactly once")
+
+
+def test_readings_pending_when_the_key_is_replaced_are_not_lost(e2e: E2E) -> None:  # noqa: F811
+    """Readings signed, but not yet acknowledged, when the gateway is provisioned again (``init --force``, or an
+    ``init`` that a kill interrupted after the new sealed key was written) must still reach the cloud once the new key
+    is registered: the enclave can sign them again; they must not be refused under the new key and dead-lettered."""
+    state = e2e.gateway("gw-rekey")
+    e2e.cloud.stop()  # the cloud is unreachable: the readings are signed and wait in the outbox
+    down = e2e.process(state, "gateway", "send", "--stdin", "--attempts", "1", "--retry-delay", "0",
+                       input=b"before-rekey-1\nbefore-rekey-2\n")
+    assert down.returncode == 2, down.stderr
+    e2e.cloud.start()
+    rekey = e2e.process(state, "gateway", "init", "--force", "--platform", str(e2e.world.platform))
+    assert rekey.returncode == 0, rekey.stderr
+    e2e.register(state, "gw-rekey")
+    sent = e2e.process(state, "gateway", "send", "--stdin", input=b"after-rekey\n")
+    with Outbox.in_folder(state.folder) as outbox:
+        dead = [(d.reading.seq, d.code) for d in outbox.dead_letters()]
+    assert dead == [], f"readings signed before the key changed were refused and dead-lettered: {dead}"
+    assert sent.returncode == 0, sent.stdout
+    assert [r.payload for r in e2e.cloud.readings("gw-rekey")] == [b"before-rekey-1", b"before-rekey-2", b"after-rekey"]

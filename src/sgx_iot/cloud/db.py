@@ -33,7 +33,8 @@ def make_engine(url: str, *, schema: str | None = None) -> Engine:
         raise UsageError(f"{url!r} is not a database URL (e.g. sqlite:///cloud.db or "
                          "postgresql+psycopg://user@host/db)") from None
     backend = parsed.get_backend_name()
-    kwargs: dict[str, Any] = {}
+    # Never put statement parameters (EAR tokens, keys, payloads) in logs or exception messages.
+    kwargs: dict[str, Any] = {"hide_parameters": True}
     if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

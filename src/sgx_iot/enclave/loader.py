@@ -13,7 +13,6 @@ Not part of the measured image, like ``urts`` and the platform itself.
 from __future__ import annotations
 
 import argparse
-
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING

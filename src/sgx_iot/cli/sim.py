@@ -11,7 +11,6 @@ from rich.table import Table
 from sgx_iot._fs import atomic_write, atomic_write_text
 from sgx_iot.cli._common import console, handle_errors, print_json
 from sgx_iot.errors import UsageError
-from sgx_iot.platform.sim import pccs
 from sgx_iot.platform.sim.collateral import build_collateral
 from sgx_iot.platform.sim.info import SIMULATED_NOTICE, platform_info, root_certificate
 from sgx_iot.platform.sim.pki import fingerprint
@@ -158,6 +157,8 @@ def serve_pccs(
       curl -s 'http://127.0.0.1:8081/sgx/certification/v4/qe/identity' | jq .enclaveIdentity.mrsigner
     """
     store = _open(platform)
+    from sgx_iot.platform.sim import pccs  # FastAPI + uvicorn: loaded only for this command
+
     pccs.check_loopback(host)
     console.print(f"serving SIMULATED collateral of {store.folder} on http://{host}:{port}/sgx/certification/v4",
                   highlight=False)  # fmt: skip

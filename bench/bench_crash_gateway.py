@@ -28,9 +28,9 @@ def main() -> int:
     args = parser.parse_args()
     env = {**os.environ, "SGX_IOT_CRASH_ITERATIONS": str(args.iterations), "SGX_IOT_CRASH_BUDGET": str(args.budget)}
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-                           "tests/test_crash_gateway.py", "-k", "kill_9"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          check=False)
+    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "tests/test_crash_gateway.py",
+               "-k", "kill_9"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     elapsed = time.monotonic() - started
     for line in done.stdout.splitlines():
         if line.lstrip(".").startswith(("provisioning:", "signing/uploading:")) or " passed" in line or \

@@ -83,7 +83,7 @@ def verify(
     else:
         render_report(report)
     if not report:
-        fail(escape(f"reproducibility check failed: {report.problems()[0]}"), EXIT_VERIFICATION_FAILED)
+        fail(f"reproducibility check failed: {report.problems()[0]}", EXIT_VERIFICATION_FAILED)
 
 
 @handle_errors

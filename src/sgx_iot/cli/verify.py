@@ -74,7 +74,7 @@ def ias_report(
         _render_legacy(verdict)
     if not verdict.ok:
         failed = [c for c in verdict.checks if c.outcome is Outcome.FAIL]
-        fail(escape(f"verification failed: {failed[0].name}: {failed[0].sentence}"), EXIT_VERIFICATION_FAILED)
+        fail(f"verification failed: {failed[0].name}: {failed[0].sentence}", EXIT_VERIFICATION_FAILED)
 
 
 @app.command("quote")

@@ -97,6 +97,8 @@ class Evidence:
             doc = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
             raise FormatError("evidence", "(document)", None, f"not JSON: {exc}") from None
+        except RecursionError:
+            raise FormatError("evidence", "(document)", None, "JSON nested too deeply") from None
         return cls.from_dict(doc)
 
 

@@ -21,16 +21,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from _e2e_helpers import E2E, CloudServer, e2e, e2e_world, json_lines, payloads  # noqa: F401  (fixtures)
 from sgx_iot.enclave.protocol import Op
+from sgx_iot.errors import UsageError
 from sgx_iot.gateway.cloud_client import CloudClient, RetryPolicy
 from sgx_iot.gateway.delivery import Delivery, DeliveryReport, RunOptions, run
 from sgx_iot.gateway.inputs import open_source
 from sgx_iot.gateway.outbox import OUTBOX_FILE, Outbox
-from sgx_iot.gateway.registration import require_registration
+from sgx_iot.gateway.provisioning import init_gateway
+from sgx_iot.gateway.registration import key_fingerprint, require_registration
 from sgx_iot.gateway.session import GatewaySession
 from sgx_iot.gateway.state import GatewayState
+from sgx_iot.gateway.status import gateway_status
 from sgx_iot.verify.readings import Reading, verify_reading
 
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
@@ -206,6 +210,89 @@ def test_refused_readings_go_to_the_dead_letters_with_their_code(e2e: E2E) -> No
     # Not retried: the next send does not resend it.
     again = e2e.cli(state, "gateway", "send", "--json", "--stdin", input=b"")
     assert again.returncode == 0 and json.loads(again.stdout)["verdicts"] == []
+
+
+def test_signed_readings_survive_a_key_replacement_and_are_stored_after_registering_again(e2e: E2E) -> None:
+    """Readings signed by the old key and still waiting when the gateway gets a new key (``init --force``) are never
+    uploaded under a key the cloud does not hold: they wait while the new key is not registered, then the enclave
+    signs them again (one SIGN ECALL per batch) and the cloud stores them."""
+    state = e2e.gateway("gw-rekey")
+    e2e.cloud.stop()
+    with delivery_for(state, batch=10) as delivery:
+        report = delivery.send(payloads(15))
+    assert (report.stored, report.pending) == (0, 15) and "CLOUD_UNREACHABLE" in (report.error or "")
+    old_key = key_fingerprint(state.public_key())
+    e2e.cloud.start()
+    init_gateway(state, platform=e2e.world.platform, force=True)
+    new_key = key_fingerprint(state.public_key())
+    assert new_key != old_key
+    assert gateway_status(state).to_resign == 15
+
+    # Not registered again yet: nothing is uploaded (the cloud holds the old key), nothing is dead-lettered.
+    with delivery_for(state, batch=10) as delivery, pytest.raises(UsageError, match="register"):
+        delivery.upload_pending()
+    with Outbox.in_folder(state.folder) as outbox:
+        stats = outbox.stats()
+        assert (stats.pending, stats.dead_letters) == (15, 0)
+        assert stats.last_error is not None and "register" in stats.last_error
+        assert len(outbox.ready(100, key_sha256=old_key)) == 15  # still the old signatures
+    assert e2e.cloud.readings("gw-rekey") == []
+
+    e2e.register(state, "gw-rekey")
+    ecalls: list[int] = []
+
+    def tap(direction: str, frame: bytes) -> None:
+        if direction == "send":
+            ecalls.append(frame[5])
+
+    with delivery_for(state, batch=10, tap=tap) as delivery:
+        report = delivery.send([b"after"])
+    assert (report.signed, report.resigned, report.stored, report.pending, report.dead_lettered, report.error) == (
+        1, 15, 16, 0, 0, None)  # fmt: skip
+    assert ecalls.count(Op.SIGN) == 3  # the new reading, then the 15 old ones in batches of 10
+    stored = e2e.cloud.readings("gw-rekey")
+    assert [r.payload for r in stored] == [*payloads(15), b"after"]
+    assert {r.key_sha256 for r in stored} == {new_key}
+    key = state.public_key()
+    for r in stored:
+        verify_reading(Reading("gw-rekey", r.seq, r.timestamp, r.payload), r.signature, key)
+
+
+def test_an_upload_only_round_checks_the_enclave_key_first(e2e: E2E) -> None:
+    """With nothing new to sign, the round still asks the enclave for its key (no signature) before uploading: a
+    gateway provisioned again and not registered again uploads nothing, even signatures by its old key (the cloud
+    may already hold the new key, e.g. when ``register`` was killed before writing registration.json)."""
+    state = e2e.gateway("gw-rekey-2")
+    with delivery_for(state) as delivery:
+        delivery.accept([b"one"])
+        delivery.sign_pending()
+    init_gateway(state, platform=e2e.world.platform, force=True)
+    result = e2e.cli(state, "gateway", "send", "--stdin", input=b"")
+    assert result.returncode == 2 and b"register" in result.stderr
+    with Outbox.in_folder(state.folder) as outbox:
+        assert (outbox.depth(), outbox.stats().dead_letters) == (1, 0)
+    e2e.register(state, "gw-rekey-2")
+    again = e2e.cli(state, "gateway", "send", "--json", "--stdin", input=b"")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["resigned"] == 1
+    assert cloud_payloads(e2e, "gw-rekey-2") == [b"one"]
+
+
+def test_a_schema_1_outbox_is_signed_again_and_delivered(e2e: E2E) -> None:
+    """An outbox written before signatures recorded their key: opened, migrated, its signed entries signed again
+    (their key is unknown) and stored."""
+    state = e2e.gateway("gw-legacy")
+    with delivery_for(state) as delivery:
+        delivery.accept(payloads(3))
+        delivery.sign_pending()
+    with sqlite3.connect(state.folder / OUTBOX_FILE) as db:  # back to what schema 1 held
+        db.execute("ALTER TABLE pending DROP COLUMN key_sha256")
+        db.execute("ALTER TABLE dead_letters DROP COLUMN key_sha256")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with delivery_for(state) as delivery:
+        report = delivery.deliver()
+    assert (report.resigned, report.stored, report.pending) == (3, 3, 0)
+    assert cloud_payloads(e2e, "gw-legacy") == payloads(3)
 
 
 def test_a_lost_outbox_reuses_numbers_and_the_cloud_refuses_them(e2e: E2E) -> None:

@@ -133,6 +133,84 @@ def test_an_unknown_schema_version_is_refused(tmp_path: Path) -> None:
     assert info.value.field == "schema_version"
 
 
+KEY_A, KEY_B = "a" * 64, "b" * 64
+
+# The schema of the first released outbox (version 1): no signing-key column.
+_SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE pending (seq INTEGER PRIMARY KEY, gateway TEXT NOT NULL, timestamp INTEGER NOT NULL,
+    payload BLOB NOT NULL, signature BLOB, created_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT);
+CREATE TABLE dead_letters (seq INTEGER PRIMARY KEY, gateway TEXT NOT NULL, timestamp INTEGER NOT NULL,
+    payload BLOB NOT NULL, signature BLOB, code TEXT NOT NULL, message TEXT NOT NULL, failed_at REAL NOT NULL);
+CREATE TABLE inputs (source TEXT PRIMARY KEY, consumed INTEGER NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '1'), ('next_seq', '3'), ('delivered_total', '7');
+INSERT INTO pending(seq, gateway, timestamp, payload, signature, created_at) VALUES
+    (1, 'gw', 10, x'7031', x'5331', 5.0), (2, 'gw', 11, x'7032', NULL, 6.0);
+INSERT INTO dead_letters VALUES (0, 'gw', 9, x'7030', x'5330', 'BAD_SIGNATURE', 'refused', 4.0);
+INSERT INTO inputs VALUES ('file:x', 42);
+"""
+
+
+def write_schema_1(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.executescript(_SCHEMA_1)
+    db.close()
+
+
+def test_signatures_record_their_key_and_other_keys_are_listed_for_signing_again(tmp_path: Path) -> None:
+    with Outbox.in_folder(tmp_path, clock=lambda: 1000.0) as box:
+        readings = box.enqueue("gw", [b"p0", b"p1", b"p2", b"p3"])
+        box.set_signatures([(0, b"s0"), (1, b"s1")], KEY_A)
+        box.set_signatures([(2, b"s2")], KEY_B)
+        box.set_signatures([(3, b"s3")])  # key not known
+        assert box.signed_by_other_key(KEY_B, 10) == [readings[0], readings[1], readings[3]]
+        assert box.signed_by_other_key(KEY_B, 1) == [readings[0]]
+        assert box.count_signed_by_other_key(KEY_A) == 2
+        assert [r.reading.seq for r in box.ready(10, key_sha256=KEY_A)] == [0, 1]
+        assert [r.reading.seq for r in box.ready(10)] == [0, 1, 2, 3]
+        box.set_signatures([(0, b"t0"), (1, b"t1"), (3, b"t3")], KEY_B)  # signed again by the current key
+        assert box.signed_by_other_key(KEY_B, 10) == []
+        assert [(r.reading.seq, r.signature) for r in box.ready(10, key_sha256=KEY_B)] == [
+            (0, b"t0"), (1, b"t1"), (2, b"s2"), (3, b"t3")]  # fmt: skip
+        box.dead_letter([(2, "BAD_SIGNATURE", "refused")])
+        (dead,) = box.dead_letters()
+        assert (dead.reading.seq, dead.signature, dead.key_sha256) == (2, b"s2", KEY_B)
+
+
+def test_a_schema_1_outbox_is_migrated_in_place(tmp_path: Path) -> None:
+    write_schema_1(tmp_path / OUTBOX_FILE)
+    for _ in range(2):  # opening again finds it migrated and changes nothing
+        with Outbox.in_folder(tmp_path, clock=lambda: 1000.0) as box:
+            assert (box.next_seq(), box.depth(), box.input_offset("file:x")) == (3, 2, 42)
+            assert box.unsigned(10) == [Reading("gw", 2, 11, b"p2")]
+            assert [(r.reading, r.signature) for r in box.ready(10)] == [(Reading("gw", 1, 10, b"p1"), b"S1")]
+            assert box.ready(10, key_sha256=KEY_A) == []  # no key recorded: it will be signed again
+            assert box.signed_by_other_key(KEY_A, 10) == [Reading("gw", 1, 10, b"p1")]
+            (dead,) = box.dead_letters()
+            assert (dead.reading.seq, dead.signature, dead.code, dead.key_sha256) == (0, b"S0", "BAD_SIGNATURE", None)
+            assert box.stats().delivered_total == 7
+    with sqlite3.connect(tmp_path / OUTBOX_FILE) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    with Outbox.in_folder(tmp_path) as box:  # and it works as a current outbox
+        assert [r.seq for r in box.enqueue("gw", [b"p3"])] == [3]
+        box.set_signatures([(1, b"t1"), (2, b"t2")], KEY_A)
+        assert [r.reading.seq for r in box.ready(10, key_sha256=KEY_A)] == [1, 2]
+
+
+def test_a_half_migrated_outbox_is_completed(tmp_path: Path) -> None:
+    """A column already added (by hand, or by a newer build) while the version still says 1: only what is missing is
+    added."""
+    write_schema_1(tmp_path / OUTBOX_FILE)
+    with sqlite3.connect(tmp_path / OUTBOX_FILE) as db:
+        db.execute("ALTER TABLE pending ADD COLUMN key_sha256 TEXT")
+        db.execute("UPDATE pending SET key_sha256 = ? WHERE seq = 1", (KEY_A,))
+    with Outbox.in_folder(tmp_path) as box:
+        assert [r.reading.seq for r in box.ready(10, key_sha256=KEY_A)] == [1]
+        box.dead_letter([(1, "X", "gone")])
+        assert box.dead_letters()[0].key_sha256 == KEY_A
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["enqueue", "sign", "ack", "dead", "reopen"]), st.integers(0, 5)),
                 max_size=25))

@@ -7,9 +7,17 @@
 1. :meth:`Delivery.accept` stores payloads durably and gives them sequence numbers;
 2. :meth:`Delivery.sign_pending` signs what is not signed yet, one ECALL per batch, the canonical encoding of
    :class:`~sgx_iot.verify.readings.Reading`, and refuses to sign with a key other than the registered one;
-3. :meth:`Delivery.upload_pending` uploads signed entries in batches (bounded in count and bytes), deletes the
-   acknowledged ones (``stored`` or ``duplicate``), moves readings refused for good to the dead-letter table,
-   keeps the others (the cloud unreachable, the gateway not registered yet) for a later attempt.
+3. :meth:`Delivery.upload_pending` first checks that the enclave's key is the registered one (otherwise nothing
+   is uploaded: the readings wait until the gateway is registered again) and signs again, one ECALL per batch,
+   the entries signed by another key (the gateway was provisioned again since: ``init --force``, or an ``init``
+   killed after it wrote the new sealed key) -- safe because a reading's fields never change; then it uploads
+   signed entries in batches (bounded in count and bytes), deletes the acknowledged ones (``stored`` or
+   ``duplicate``), moves readings refused for good to the dead-letter table, keeps the others (the cloud
+   unreachable, the gateway not registered yet) for a later attempt.
+
+So the cloud is only ever sent signatures by the key this gateway registered: a ``BAD_SIGNATURE`` refusal means
+that the stored signature itself is damaged (or that the cloud registered another key under this name without
+this gateway knowing), not that the gateway's key changed.
 
 :func:`run` is the long-running loop of ``gateway run``: it reads lines from an input, flushes them into the
 outbox every ``batch`` lines or ``flush_interval`` seconds, and retries uploads with exponential backoff and
@@ -46,7 +54,8 @@ _CONTENT_STATUSES = frozenset({400, 413, 422})
 
 
 class Signer(Protocol):
-    """Signs messages in the enclave (one ECALL per call, as far as the ECALL size allows)."""
+    """Signs messages in the enclave (one ECALL per call, as far as the ECALL size allows); ``sign([])`` gives the
+    enclave's public key and no signature."""
 
     def sign(self, messages: Sequence[bytes]) -> Signatures: ...
 
@@ -58,6 +67,7 @@ class DeliveryReport:
     verdicts: list[Verdict] = field(default_factory=list)
     dead_lettered: int = 0
     signed: int = 0
+    resigned: int = 0
     pending: int = 0
     error: str | None = None
 
@@ -81,13 +91,15 @@ class DeliveryReport:
         self.verdicts += other.verdicts
         self.dead_lettered += other.dead_lettered
         self.signed += other.signed
+        self.resigned += other.resigned
         self.pending = other.pending
         self.error = other.error
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "stored": self.stored, "duplicates": self.duplicates, "refused": self.refused,
-            "dead_lettered": self.dead_lettered, "pending": self.pending, "error": self.error,
+            "dead_lettered": self.dead_lettered, "resigned": self.resigned, "pending": self.pending,
+            "error": self.error,
             "verdicts": [v.to_dict() for v in self.verdicts],
         }  # fmt: skip
 
@@ -96,7 +108,9 @@ class Delivery:
     """Delivers gateway ``gateway``'s readings from ``outbox`` to the cloud through ``client``.
 
     ``key_sha256`` is the fingerprint of the key the cloud registered: signing with another key (the gateway was
-    re-provisioned since) is refused with a ``UsageError`` asking to register again, before anything is signed.
+    re-provisioned since), or uploading while the enclave's key is another one, is refused with a ``UsageError``
+    asking to register again, before anything is signed or uploaded (the readings stay in the outbox). Without
+    ``key_sha256``, readings are (re-)signed with, and uploaded under, whatever key the enclave has.
     """
 
     def __init__(self, outbox: Outbox, signer: Signer, client: CloudClient, gateway: str, *,
@@ -111,6 +125,7 @@ class Delivery:
         self.key_sha256 = key_sha256
         self.batch = batch
         self.max_request_bytes = max_request_bytes
+        self._enclave_key: str | None = None  # learned from the last signing of this round, if any
 
     # --- the three steps -----------------------------------------------------------------------------------
 
@@ -129,17 +144,50 @@ class Delivery:
             if len(result.signatures) != len(readings):
                 raise FormatError("EcallResponse", "signatures", None,
                                   f"{len(result.signatures)} signatures for {len(readings)} readings")
-            self._check_key(result)
-            self.outbox.set_signatures((r.seq, s) for r, s in zip(readings, result.signatures, strict=True))
+            key = self._check_key(result)
+            self.outbox.set_signatures(((r.seq, s) for r, s in zip(readings, result.signatures, strict=True)), key)
+            total += len(readings)
+        return total
+
+    def resign_stale(self, key_sha256: str) -> int:
+        """Sign again, ``batch`` readings per ECALL, every signed entry whose signature is not by the key
+        ``key_sha256`` (the enclave's current key); return how many were signed again."""
+        total = 0
+        while readings := self.outbox.signed_by_other_key(key_sha256, self.batch):
+            result = self.signer.sign([r.to_bytes() for r in readings])
+            if len(result.signatures) != len(readings):
+                raise FormatError("EcallResponse", "signatures", None,
+                                  f"{len(result.signatures)} signatures for {len(readings)} readings")
+            key = self._check_key(result)
+            if key != key_sha256:  # provisioned again meanwhile: start over with the new key next round
+                raise UsageError(f"the enclave's key changed while the outbox was being signed again (now "
+                                 f"{key[:16]}…); send again (the readings stay in the outbox)")
+            self.outbox.set_signatures(((r.seq, s) for r, s in zip(readings, result.signatures, strict=True)), key)
             total += len(readings)
         return total
 
     def upload_pending(self) -> DeliveryReport:
-        """Upload every signed entry once (oldest first); see the module docstring for what happens to each."""
+        """Upload every signed entry once (oldest first); see the module docstring for what happens to each.
+
+        Raises ``UsageError`` (nothing uploaded, nothing dead-lettered) when the enclave's key is not the registered
+        one: the cloud would refuse every signature of the gateway's current key, and perhaps those of the old one.
+        """
         report = DeliveryReport()
+        try:
+            if self.outbox.ready(1):
+                # The key sign_pending just used, else the enclave's key now (one ECALL, no signature).
+                key = self._enclave_key or self._check_key(self.signer.sign([]))
+                report.resigned = self.resign_stale(key)
+                self._upload_signed(key, report)
+        finally:
+            self._enclave_key = None  # learned again next round: the gateway may be provisioned meanwhile
+        report.pending = self.outbox.depth()
+        return report
+
+    def _upload_signed(self, key: str, report: DeliveryReport) -> None:
         after = -1
         try:
-            while batch := self.outbox.ready(self.batch, after=after):
+            while batch := self.outbox.ready(self.batch, after=after, key_sha256=key):
                 after = batch[-1].reading.seq
                 for chunk in _by_size(batch, self.max_request_bytes):
                     self._upload(chunk, report)
@@ -157,8 +205,6 @@ class Delivery:
             self.outbox.record_error(report.error)
         elif report.verdicts:
             self.outbox.clear_error()
-        report.pending = self.outbox.depth()
-        return report
 
     def deliver(self) -> DeliveryReport:
         """Sign what is unsigned, then upload what is signed."""
@@ -174,14 +220,22 @@ class Delivery:
 
     # --- internals -----------------------------------------------------------------------------------------
 
-    def _check_key(self, result: Signatures) -> None:
-        if self.key_sha256 is None:
-            return
+    def _check_key(self, result: Signatures) -> str:
+        """The fingerprint of the key that made ``result``; ``UsageError`` unless it is the registered one. It is
+        remembered for this round's upload (no extra ECALL to learn the enclave's key)."""
         actual = key_fingerprint(result.public_key)
-        if actual != self.key_sha256:
-            raise UsageError(f"the enclave signs with key {actual[:16]}… but the cloud registered "
-                             f"{self.key_sha256[:16]}… for this gateway (was it provisioned again?); run `sgx-iot "
-                             "gateway register` again before sending (the readings stay in the outbox)")
+        if self.key_sha256 is not None and actual != self.key_sha256:
+            message = self._mismatch(actual)
+            self.outbox.record_error(message)  # `gateway status` says why the readings wait
+            raise UsageError(message)
+        self._enclave_key = actual
+        return actual
+
+    def _mismatch(self, actual: str) -> str:
+        assert self.key_sha256 is not None
+        return (f"the enclave signs with key {actual[:16]}… but the cloud registered {self.key_sha256[:16]}… for "
+                "this gateway (was it provisioned again?); run `sgx-iot gateway register` again before sending (the "
+                "readings stay in the outbox and are signed again with the new key)")
 
     def _permanent(self, verdict: Verdict) -> bool:
         return not (verdict.code in RETRYABLE_CODES and verdict.gateway == self.gateway)

@@ -6,13 +6,19 @@ crash or a power cut). Life of a reading::
 
     enqueue()        one transaction allocates the next sequence numbers AND stores the readings (unsigned);
                      the counter never goes back, so a number is never reused, whatever the process dies of
-    set_signatures() the enclave's signatures are stored (still before any upload)
+    set_signatures() the enclave's signatures are stored, with the fingerprint of the key that made them (still
+                     before any upload); an entry signed by a key that is no longer the gateway's is signed again
+                     (:meth:`Outbox.signed_by_other_key`) before it is uploaded
     acknowledge()    the cloud said "stored" or "duplicate": the entry is deleted
     dead_letter()    the cloud refused the reading for good (e.g. ``BAD_SIGNATURE``): the entry moves, with the
                      cloud's code, to the dead-letter table and is not sent again
 
 Because the reading's fields (gateway, seq, timestamp, payload) are fixed at enqueue time, re-signing an entry
 after a crash, or uploading it twice, gives the cloud the same reading, which its idempotent ingest stores once.
+
+Schema 2 added the signing key's fingerprint (``key_sha256``, SHA-256 of the SPKI DER) to ``pending`` and
+``dead_letters``. A schema-1 file is migrated in place when it is opened (one transaction, idempotent); its signed
+entries have no recorded key (``NULL``) and are signed again before their upload.
 
 ``enqueue`` can also record how far an input file was consumed (:meth:`Outbox.input_offset`), in the same
 transaction, so that ``gateway run --input FILE`` resumes exactly after the last reading it stored.
@@ -32,7 +38,8 @@ from sgx_iot.errors import FormatError, UsageError
 from sgx_iot.verify.readings import MAX_SEQ, Reading, SignedReading
 
 OUTBOX_FILE = "outbox.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_MIGRATABLE = {"1"}
 _BUSY_TIMEOUT_MS = 30_000
 _MESSAGE_LIMIT = 1000
 
@@ -47,6 +54,7 @@ CREATE TABLE IF NOT EXISTS pending (
     timestamp    INTEGER NOT NULL,
     payload      BLOB    NOT NULL,
     signature    BLOB,
+    key_sha256   TEXT,
     created_at   REAL    NOT NULL,
     attempts     INTEGER NOT NULL DEFAULT 0,
     last_error   TEXT
@@ -57,6 +65,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     timestamp  INTEGER NOT NULL,
     payload    BLOB    NOT NULL,
     signature  BLOB,
+    key_sha256 TEXT,
     code       TEXT    NOT NULL,
     message    TEXT    NOT NULL,
     failed_at  REAL    NOT NULL
@@ -66,17 +75,21 @@ CREATE TABLE IF NOT EXISTS inputs (
     consumed  INTEGER NOT NULL
 );
 """
+#: Columns added after schema 1: (table, column, declaration).
+_ADDED_COLUMNS = (("pending", "key_sha256", "TEXT"), ("dead_letters", "key_sha256", "TEXT"))
 
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """A reading the cloud refused for good, with the cloud's code and sentence."""
+    """A reading the cloud refused for good, with the cloud's code and sentence, and the fingerprint of the key
+    that signed what was sent (``None``: unsigned, or signed before the outbox recorded keys)."""
 
     reading: Reading
     signature: bytes | None
     code: str
     message: str
     failed_at: float
+    key_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,8 @@ class Outbox:
                 if version is None:
                     self._set_meta("schema_version", str(SCHEMA_VERSION))
                     self._set_meta("next_seq", "0")
+                elif version in _MIGRATABLE:
+                    self._migrate()
                 elif version != str(SCHEMA_VERSION):
                     raise FormatError(str(self.path), "schema_version", None,
                                       f"outbox schema {version} is not supported (expected {SCHEMA_VERSION})")
@@ -165,6 +180,15 @@ class Outbox:
         self._db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
                          "excluded.value", (key, value))  # fmt: skip
 
+    def _migrate(self) -> None:
+        """Bring an older schema to the current one, inside the opening transaction (a crash leaves it as it was;
+        running it again after a partial manual change adds only what is missing)."""
+        for table, column, declaration in _ADDED_COLUMNS:
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        self._set_meta("schema_version", str(SCHEMA_VERSION))
+
     # --- writing -------------------------------------------------------------------------------------------
 
     def enqueue(self, gateway: str, payloads: Sequence[bytes], *, timestamp: int | None = None,
@@ -192,10 +216,13 @@ class Outbox:
                                  "UPDATE SET consumed = excluded.consumed", (source, offset))  # fmt: skip
         return readings
 
-    def set_signatures(self, signed: Iterable[tuple[int, bytes]]) -> None:
-        """Store the enclave's DER signature of each ``(seq, signature)`` (entries already gone are ignored)."""
+    def set_signatures(self, signed: Iterable[tuple[int, bytes]], key_sha256: str | None = None) -> None:
+        """Store the enclave's DER signature of each ``(seq, signature)``, made by the key whose fingerprint is
+        ``key_sha256`` (``None``: unknown, the entry will be signed again before its upload). Entries already gone
+        are ignored; an existing signature is replaced."""
         with self._write():
-            self._db.executemany("UPDATE pending SET signature = ? WHERE seq = ?", [(s, q) for q, s in signed])
+            self._db.executemany("UPDATE pending SET signature = ?, key_sha256 = ? WHERE seq = ?",
+                                 [(s, key_sha256, q) for q, s in signed])  # fmt: skip
 
     def acknowledge(self, seqs: Iterable[int]) -> int:
         """Delete the entries the cloud acknowledged; return how many were still there."""
@@ -219,8 +246,9 @@ class Outbox:
         with self._write():
             for seq, code, message in refusals:
                 cursor = self._db.execute(
-                    "INSERT OR REPLACE INTO dead_letters(seq, gateway, timestamp, payload, signature, code, message, "
-                    "failed_at) SELECT seq, gateway, timestamp, payload, signature, ?, ?, ? FROM pending WHERE seq = ?",
+                    "INSERT OR REPLACE INTO dead_letters(seq, gateway, timestamp, payload, signature, key_sha256, "
+                    "code, message, failed_at) SELECT seq, gateway, timestamp, payload, signature, key_sha256, ?, ?, "
+                    "? FROM pending WHERE seq = ?",
                     (code[:64], message[:_MESSAGE_LIMIT], now, seq),
                 )  # fmt: skip
                 if cursor.rowcount:
@@ -257,12 +285,30 @@ class Outbox:
                                 "ORDER BY seq LIMIT ?", (limit,)).fetchall()  # fmt: skip
         return [Reading(g, s, t, bytes(p)) for g, s, t, p in rows]
 
-    def ready(self, limit: int, *, after: int = -1) -> list[SignedReading]:
+    def ready(self, limit: int, *, after: int = -1, key_sha256: str | None = None) -> list[SignedReading]:
         """Up to ``limit`` signed entries waiting for an acknowledgement, with a sequence number above ``after``,
-        oldest first."""
-        rows = self._db.execute("SELECT gateway, seq, timestamp, payload, signature FROM pending WHERE signature IS "
-                                "NOT NULL AND seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()  # fmt: skip
+        oldest first; only those signed by the key ``key_sha256`` when it is given."""
+        if key_sha256 is None:
+            rows = self._db.execute("SELECT gateway, seq, timestamp, payload, signature FROM pending WHERE signature "
+                                    "IS NOT NULL AND seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
+        else:
+            rows = self._db.execute("SELECT gateway, seq, timestamp, payload, signature FROM pending WHERE signature "
+                                    "IS NOT NULL AND key_sha256 = ? AND seq > ? ORDER BY seq LIMIT ?",
+                                    (key_sha256, after, limit)).fetchall()  # fmt: skip
         return [SignedReading(Reading(g, s, t, bytes(p)), bytes(sig)) for g, s, t, p, sig in rows]
+
+    def signed_by_other_key(self, key_sha256: str, limit: int) -> list[Reading]:
+        """Up to ``limit`` signed entries whose signature was not made by the key ``key_sha256`` (another key, or
+        one not recorded), oldest first: they must be signed again before the cloud can verify them."""
+        rows = self._db.execute("SELECT gateway, seq, timestamp, payload FROM pending WHERE signature IS NOT NULL AND "
+                                "(key_sha256 IS NULL OR key_sha256 != ?) ORDER BY seq LIMIT ?",
+                                (key_sha256, limit)).fetchall()  # fmt: skip
+        return [Reading(g, s, t, bytes(p)) for g, s, t, p in rows]
+
+    def count_signed_by_other_key(self, key_sha256: str) -> int:
+        """How many signed entries :meth:`signed_by_other_key` would give (for ``gateway status``)."""
+        return int(self._db.execute("SELECT COUNT(*) FROM pending WHERE signature IS NOT NULL AND (key_sha256 IS NULL "
+                                    "OR key_sha256 != ?)", (key_sha256,)).fetchone()[0])  # fmt: skip
 
     def depth(self) -> int:
         """How many readings wait for an acknowledgement (signed or not)."""
@@ -279,10 +325,11 @@ class Outbox:
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The most recent dead letters, newest first."""
-        rows = self._db.execute("SELECT gateway, seq, timestamp, payload, signature, code, message, failed_at FROM "
-                                "dead_letters ORDER BY failed_at DESC, seq DESC LIMIT ?", (limit,)).fetchall()
-        return [DeadLetter(Reading(g, s, t, bytes(p)), None if sig is None else bytes(sig), code, msg, at)
-                for g, s, t, p, sig, code, msg, at in rows]  # fmt: skip
+        rows = self._db.execute("SELECT gateway, seq, timestamp, payload, signature, code, message, failed_at, "
+                                "key_sha256 FROM dead_letters ORDER BY failed_at DESC, seq DESC LIMIT ?",
+                                (limit,)).fetchall()  # fmt: skip
+        return [DeadLetter(Reading(g, s, t, bytes(p)), None if sig is None else bytes(sig), code, msg, at, key)
+                for g, s, t, p, sig, code, msg, at, key in rows]  # fmt: skip
 
     def stats(self) -> OutboxStats:
         """Counts and the last upload/error (for ``gateway status``)."""

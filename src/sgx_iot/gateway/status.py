@@ -29,6 +29,9 @@ class GatewayStatus:
     registration: Registration | None
     outbox: OutboxStats | None
     dead_letters: list[DeadLetter]
+    to_resign: int | None = None
+    """Signed readings waiting in the outbox whose signature is not by the current key (the gateway was provisioned
+    again since they were signed): the next delivery signs them again, once the current key is registered."""
 
     @property
     def key_matches_registration(self) -> bool | None:
@@ -47,10 +50,11 @@ class GatewayStatus:
             "registration": self.registration.summary() if self.registration else None,
             "key_matches_registration": self.key_matches_registration,
             "outbox": self.outbox.to_dict() if self.outbox else None,
+            "to_resign": self.to_resign,
             "dead_letters": [
                 {"gateway": d.reading.gateway, "seq": d.reading.seq, "timestamp": d.reading.timestamp,
                  "payload_bytes": len(d.reading.payload), "code": d.code, "message": d.message,
-                 "failed_at": d.failed_at}
+                 "failed_at": d.failed_at, "key_sha256": d.key_sha256}
                 for d in self.dead_letters
             ],
         }  # fmt: skip
@@ -72,9 +76,13 @@ def gateway_status(state: GatewayState) -> GatewayStatus:
             enclave = None
     registration = load_registration(state)
     stats = None
+    to_resign: int | None = None
     dead: list[DeadLetter] = []
     if (state.folder / OUTBOX_FILE).is_file():
         with Outbox.in_folder(state.folder) as outbox:
             stats = outbox.stats()
             dead = outbox.dead_letters(_DEAD_LETTERS_SHOWN)
-    return GatewayStatus(str(state.folder), provisioned, key_sha256, key_error, enclave, registration, stats, dead)
+            if key_sha256 is not None:
+                to_resign = outbox.count_signed_by_other_key(key_sha256)
+    return GatewayStatus(str(state.folder), provisioned, key_sha256, key_error, enclave, registration, stats, dead,
+                         to_resign)  # fmt: skip

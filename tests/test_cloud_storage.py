@@ -304,3 +304,12 @@ def test_concurrent_batches_store_each_reading_once(engine: sqlalchemy.Engine, w
     assert len(svc.list_readings(limit=1000)) == 50
     assert all(set(r) <= {"stored", "duplicate"} for r in results)
     assert sum(r.count("stored") for r in results) == 50
+
+
+def test_sqlite_commits_are_durable_beyond_a_process_crash(tmp_path: Path) -> None:
+    """WAL with synchronous=FULL: an acknowledged batch is fsynced before the answer (power-cut safe)."""
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'cloud.db'}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # 2 = FULL
+    engine.dispose()

@@ -147,8 +147,9 @@ def _print_report(report: DeliveryReport) -> None:
             _say(f"  seq {v.seq:<8} [bold red]refused[/]    {v.code}: {v.message}")
         else:
             _say(f"  seq {v.seq:<8} [green]{v.status}[/]")
-    _say(f"{report.stored} stored, {report.duplicates} duplicate, {report.refused} refused; "
-                  f"{report.pending} waiting in the outbox")  # fmt: skip
+    resigned = f", {report.resigned} signed again with the current key" if report.resigned else ""
+    _say(f"{report.stored} stored, {report.duplicates} duplicate, {report.refused} refused{resigned}; "
+         f"{report.pending} waiting in the outbox")
 
 
 def _finish(error: str | None, pending: int, refused: int) -> None:
@@ -358,6 +359,8 @@ def status(state: Path | None = state_option(), json_: bool = _json_option()) ->
         table.add_row("outbox", "empty (nothing sent yet)")
     else:
         table.add_row("outbox", f"{box.pending} waiting ({box.unsigned} not signed yet), next seq {box.next_seq}")
+        if info.to_resign:
+            table.add_row("", f"{info.to_resign} signed by an earlier key (signed again after `gateway register`)")
         table.add_row("delivered", str(box.delivered_total))
         table.add_row("dead letters", str(box.dead_letters))
         table.add_row("last upload", _when(box.last_upload_at))

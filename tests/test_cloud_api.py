@@ -337,6 +337,20 @@ def test_malformed_requests(cloud: Cloud, world: SimWorld) -> None:
     assert cloud.client.get("/healthz").status_code == 200
 
 
+def test_nul_characters_are_4xx_on_every_backend(cloud: Cloud, world: SimWorld) -> None:
+    # PostgreSQL text cannot hold NUL: a name or reason with one must not reach the database as is (was a 500).
+    register(cloud, world)
+    error(cloud.client.get("/v1/gateways/gw%00-1"), 404, "GATEWAY_NOT_FOUND")
+    error(cloud.client.post("/v1/gateways/gw%00-1/revoke", headers=ADMIN), 404, "GATEWAY_NOT_FOUND")
+    error(cloud.client.post("/v1/gateways/gw%00-1/revoke"), 401, "UNAUTHORIZED")
+    message = error(cloud.client.get("/v1/gateways/" + "%C3%A9" * 3000), 404, "GATEWAY_NOT_FOUND")
+    assert len(message) < 500
+    r = cloud.client.post("/v1/gateways/gw-1/revoke", headers=ADMIN, json={"reason": "stolen\x00device"})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "revoked" and "\x00" not in r.json()["revoked_reason"]
+    assert cloud.database.count("audit_log", "WHERE code = 'UNAUTHORIZED'") == 1
+
+
 def test_oversized_body_is_refused_without_content_length(cloud: Cloud) -> None:
     def chunks() -> Iterator[bytes]:
         for _ in range(300):

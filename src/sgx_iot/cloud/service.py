@@ -36,7 +36,7 @@ from sgx_iot.verify.collateral import CollateralSource
 from sgx_iot.verify.ear import DEFAULT_LIFETIME, DEFAULT_VERIFIER_ID, issue_ear
 from sgx_iot.verify.evidence import Evidence
 from sgx_iot.verify.policy import Policy
-from sgx_iot.verify.readings import SignedReading, check_gateway_name, verify_reading
+from sgx_iot.verify.readings import GATEWAY_NAME_RE, SignedReading, check_gateway_name, verify_reading
 
 from sgx_iot.cloud.models import AttestationRow, AuditRow, ChallengeRow, GatewayRow, ReadingRow
 
@@ -157,6 +157,16 @@ class AuditEvent:
     message: str
     remote: str | None
     detail: dict[str, Any] | None
+
+
+def _text(value: str, limit: int) -> str:
+    """``value`` cut to ``limit`` characters, NUL replaced (PostgreSQL text cannot hold it; SQLite can)."""
+    return value[:limit].replace("\x00", "\ufffd")
+
+
+def _not_found(name: str) -> NotFoundError:
+    shown = name if GATEWAY_NAME_RE.fullmatch(name) else _text(name, 64).encode("unicode_escape").decode("ascii")
+    return NotFoundError("GATEWAY_NOT_FOUND", f"no gateway called {shown!r} is registered")
 
 
 def key_fingerprint(public_key: ec.EllipticCurvePublicKey) -> str:
@@ -314,24 +324,29 @@ class CloudService:
 
     def get_gateway(self, name: str) -> GatewayInfo:
         """The gateway called ``name`` (``NotFoundError`` GATEWAY_NOT_FOUND otherwise)."""
+        if not GATEWAY_NAME_RE.fullmatch(name):  # can never be registered; not even sent to the database
+            raise _not_found(name)
         with self.sessions() as s:
             row = s.scalars(select(GatewayRow).where(GatewayRow.name == name)).first()
         if row is None:
-            raise NotFoundError("GATEWAY_NOT_FOUND", f"no gateway called {name!r} is registered")
+            raise _not_found(name)
         return GatewayInfo.from_row(row)
 
     def revoke(self, name: str, reason: str = "", *, remote: str | None = None) -> GatewayInfo:
         """Revoke gateway ``name``: its readings are refused from now on and it cannot register again."""
+        if not GATEWAY_NAME_RE.fullmatch(name):
+            raise _not_found(name)
         now = self.now()
         with self.sessions.begin() as s:
             row = s.scalars(select(GatewayRow).where(GatewayRow.name == name).with_for_update()).first()
             if row is None:
-                raise NotFoundError("GATEWAY_NOT_FOUND", f"no gateway called {name!r} is registered")
+                raise _not_found(name)
             if row.revoked_at is None:
                 row.revoked_at = now
-                row.revoked_reason = reason[:500] or None
+                row.revoked_reason = _text(reason, 500) or None
                 s.add(AuditRow(at=now, action="revoke", gateway=name, code="GATEWAY_REVOKED",
-                               message=(reason or "revoked by an administrator")[:_MESSAGE_LIMIT], remote=remote))
+                               message=_text(reason or "revoked by an administrator", _MESSAGE_LIMIT),
+                               remote=remote))
             return GatewayInfo.from_row(row)
 
     # --- readings -------------------------------------------------------------------------------------------
@@ -426,7 +441,7 @@ class CloudService:
             query = query.where(ReadingRow.timestamp >= since)
         with self.sessions() as s:
             if gateway is not None and s.scalars(select(GatewayRow.id).where(GatewayRow.name == gateway)).first() is None:
-                raise NotFoundError("GATEWAY_NOT_FOUND", f"no gateway called {gateway!r} is registered")
+                raise _not_found(gateway)
             return [StoredReading(name, r.seq, r.timestamp, bytes(r.payload), bytes(r.signature), r.key_sha256,
                                   r.received_at) for r, name in s.execute(query)]
 
@@ -442,8 +457,9 @@ class CloudService:
               detail: dict[str, Any] | None = None) -> None:
         """Append one audit-log row (never put keys, tokens or payloads in ``message``/``detail``)."""
         with self.sessions.begin() as s:
-            s.add(AuditRow(at=self.now(), action=action[:32], gateway=(gateway or None) and gateway[:64],
-                           code=code[:64], message=message[:_MESSAGE_LIMIT], remote=remote and remote[:64],
+            s.add(AuditRow(at=self.now(), action=_text(action, 32), gateway=(gateway or None) and _text(gateway, 64),
+                           code=_text(code, 64), message=_text(message, _MESSAGE_LIMIT),
+                           remote=remote and _text(remote, 64),
                            detail=json.dumps(detail) if detail is not None else None))
 
     def audit_events(self, limit: int = 100) -> list[AuditEvent]:

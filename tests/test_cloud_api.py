@@ -314,6 +314,28 @@ def test_batch_verdicts_keep_order_and_query_filters(cloud: Cloud, world: SimWor
         error(q("/v1/readings", params=params), 422, "INVALID_REQUEST")
 
 
+def test_readings_page_through_many_with_the_same_timestamp(cloud: Cloud, world: SimWorld) -> None:
+    register(cloud, world)
+    register(cloud, world, "gw-2", key="k2")
+    upload(cloud, *[signed(world, i, f"r{i}".encode(), ts=5000) for i in range(7)],
+           signed(world, 0, b"other", ts=5000, gateway="gw-2", key="k2"), signed(world, 7, b"later", ts=5001))
+    for params, expected in (({"gateway": "gw-1"}, [("gw-1", i) for i in range(8)]),
+                             ({"gateway": "gw-1", "since": 5001}, [("gw-1", 7)]),
+                             ({}, [("gw-1", i) for i in range(7)] + [("gw-2", 0), ("gw-1", 7)])):
+        seen, after, pages = [], None, 0
+        while True:
+            page = cloud.client.get("/v1/readings", params={**params, "limit": 3, **({"after": after} if after else {})})
+            assert page.status_code == 200, page.text
+            seen += [(r["gateway"], r["seq"]) for r in page.json()["readings"]]
+            after, pages = page.json()["next"], pages + 1
+            if after is None:
+                break
+        assert seen == expected
+        assert pages == len(expected) // 3 + 1
+    for bad in ("", "5000", "x:1", "5000:-1", "1:99999999999999999999", "9" * 70):
+        error(cloud.client.get("/v1/readings", params={"after": bad}), 422, "INVALID_REQUEST")
+
+
 # --- malformed requests: 4xx with a code, never 500 -----------------------------------------------------------
 
 def test_malformed_requests(cloud: Cloud, world: SimWorld) -> None:

@@ -138,6 +138,7 @@ class StoredReadingOut(BaseModel):
 
 class ReadingsPage(BaseModel):
     readings: list[StoredReadingOut]
+    next: str | None = Field(description="cursor for the next page (pass it as ?after=), null on the last page")
 
 
 class VerifierOut(BaseModel):
@@ -440,12 +441,18 @@ def create_app(
         gateway: str | None = Query(default=None, pattern=NAME_PATTERN),
         since: int | None = Query(default=None, ge=-(2**63), le=2**63 - 1, description="timestamp ≥ since"),
         limit: int = Query(default=100, ge=1, le=1000),
+        after: str | None = Query(default=None, max_length=64, description="the 'next' cursor of the previous page"),
     ) -> dict[str, Any]:
-        """Stored readings, oldest first; each with its signature and the fingerprint of the key that verified it."""
-        rows = service.list_readings(gateway, since, limit)
+        """Stored readings, oldest first; each with its signature and the fingerprint of the key that verified it.
+
+        Page with ``after``: each page's ``next`` (null on the last page) given back as ``?after=`` with the same
+        ``gateway`` and ``since`` continues exactly after the page's last reading.
+        """
+        rows = service.list_readings(gateway, since, limit, after)
         return {"readings": [
             {"gateway": r.gateway, "seq": r.seq, "timestamp": r.timestamp,
              "payload": base64.b64encode(r.payload).decode(), "signature": base64.b64encode(r.signature).decode(),
-             "key_sha256": r.key_sha256, "received_at": r.received_at} for r in rows]}
+             "key_sha256": r.key_sha256, "received_at": r.received_at} for r in rows],
+            "next": rows[-1].cursor if len(rows) == limit else None}
 
     return app

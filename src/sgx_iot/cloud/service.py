@@ -26,11 +26,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import Engine, bindparam, delete, select, update
+from sqlalchemy import Engine, and_, bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from sgx_iot.errors import SgxIotError, VerificationError
+from sgx_iot.errors import FormatError, SgxIotError, VerificationError
 from sgx_iot.verify.appraise import AppraisalResult, appraise, load_p256_public_key
 from sgx_iot.verify.collateral import CollateralSource
 from sgx_iot.verify.ear import DEFAULT_LIFETIME, DEFAULT_VERIFIER_ID, issue_ear
@@ -144,6 +144,19 @@ class StoredReading:
     signature: bytes
     key_sha256: str
     received_at: int
+    cursor: str = ""  # position just after this reading in list_readings' order (``after=``)
+
+
+def parse_cursor(cursor: str) -> tuple[int, int]:
+    """The ``(timestamp, row id)`` of a :attr:`StoredReading.cursor`; ``FormatError`` if it is not one."""
+    ts, sep, row_id = cursor.partition(":")
+    try:
+        position = (int(ts), int(row_id))
+    except ValueError:
+        position = None
+    if not sep or position is None or not -(2**63) <= position[0] < 2**63 or not 0 <= position[1] < 2**63:
+        raise FormatError("readings", "after", None, "is not a cursor returned as 'next' by GET /v1/readings")
+    return position
 
 
 @dataclass(frozen=True)
@@ -430,8 +443,11 @@ class CloudService:
         return [v for v in verdicts if v is not None]
 
     def list_readings(self, gateway: str | None = None, since: int | None = None,
-                      limit: int = 100) -> list[StoredReading]:
-        """Stored readings, oldest first by timestamp, optionally of one gateway and from ``since`` (inclusive)."""
+                      limit: int = 100, after: str | None = None) -> list[StoredReading]:
+        """Stored readings, oldest first by timestamp (then arrival), optionally of one gateway, from ``since``
+        (inclusive), and after the reading whose ``cursor`` is ``after`` (keyset paging: pass the last cursor
+        of a page to get the next one, even through many readings with the same timestamp).
+        """
         limit = max(1, min(limit, MAX_READINGS_PAGE))
         query = (select(ReadingRow, GatewayRow.name).join(GatewayRow, GatewayRow.id == ReadingRow.gateway_id)
                  .order_by(ReadingRow.timestamp, ReadingRow.id).limit(limit))
@@ -439,11 +455,15 @@ class CloudService:
             query = query.where(GatewayRow.name == gateway)
         if since is not None:
             query = query.where(ReadingRow.timestamp >= since)
+        if after is not None:
+            ts, row_id = parse_cursor(after)
+            query = query.where(or_(ReadingRow.timestamp > ts,
+                                    and_(ReadingRow.timestamp == ts, ReadingRow.id > row_id)))
         with self.sessions() as s:
             if gateway is not None and s.scalars(select(GatewayRow.id).where(GatewayRow.name == gateway)).first() is None:
                 raise _not_found(gateway)
             return [StoredReading(name, r.seq, r.timestamp, bytes(r.payload), bytes(r.signature), r.key_sha256,
-                                  r.received_at) for r, name in s.execute(query)]
+                                  r.received_at, f"{r.timestamp}:{r.id}") for r, name in s.execute(query)]
 
     # --- audit ----------------------------------------------------------------------------------------------
 
@@ -457,7 +477,8 @@ class CloudService:
               detail: dict[str, Any] | None = None) -> None:
         """Append one audit-log row (never put keys, tokens or payloads in ``message``/``detail``)."""
         with self.sessions.begin() as s:
-            s.add(AuditRow(at=self.now(), action=_text(action, 32), gateway=(gateway or None) and _text(gateway, 64),
+            s.add(AuditRow(at=self.now(), action=_text(action, 32),
+                           gateway=(gateway or None) and _text(gateway, 64),
                            code=_text(code, 64), message=_text(message, _MESSAGE_LIMIT),
                            remote=remote and _text(remote, 64),
                            detail=json.dumps(detail) if detail is not None else None))

@@ -123,8 +123,9 @@ serve(settings, port=int(port), log_level=level)
 class CloudProcess:
     """``sgx-iot cloud serve`` as a subprocess on a loopback port, output to ``log`` (killable with SIGKILL).
 
-    With ``log_level``, the same service is started by ``sgx_iot.cloud.server.serve`` with every logger at that
-    level (``sgx-iot cloud serve`` has no log-level option); ``sql_logging`` adds SQLAlchemy's loggers.
+    ``log_level`` is passed as ``--log-level``; with ``sql_logging`` the same service is started by
+    ``sgx_iot.cloud.server.serve`` with SQLAlchemy's loggers at that level too (what an operator debugging SQL does;
+    the CLI has no option for it).
     """
 
     def __init__(self, home: Path, policy: Path, *, db_url: str | None = None, port: int | None = None,
@@ -135,13 +136,13 @@ class CloudProcess:
         self.log = log or home.parent / f"cloud-{self.port}.log"
         token_file = home.parent / "admin-token"
         token_file.write_text(ADMIN_TOKEN + "\n")
-        if log_level is None:
+        if not sql_logging:
             self.args = [*SGX_IOT, "cloud", "serve", "--home", str(home), "--policy", str(policy), "--port",
                          str(self.port), "--admin-token-file", str(token_file)] + (["--db", db_url] if db_url else [])
+            self.args += ["--log-level", log_level] if log_level else []
         else:
-            # `cloud serve` has no log-level option: the same library call, with the root logger at that level.
             self.args = [sys.executable, "-c", _SERVE_AT_LEVEL, str(home), str(policy), str(self.port),
-                         str(token_file), db_url or "", log_level, "sql" if sql_logging else ""]
+                         str(token_file), db_url or "", log_level or "debug", "sql"]
         self.env = dict(os.environ)
         self.process: subprocess.Popen[bytes] | None = None
 

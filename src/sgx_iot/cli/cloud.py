@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,16 @@ from sgx_iot.cli._common import console, handle_errors, print_json, read_input
 from sgx_iot.errors import UsageError
 
 app = typer.Typer(no_args_is_help=True, help="The cloud service: registry of attested gateways, signed readings.")
+
+class LogLevel(str, Enum):
+    """Levels of ``cloud serve --log-level`` (uvicorn's ``trace`` is left out: it logs request bodies)."""
+
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+
 
 _HOME = Annotated[
     Path | None,
@@ -35,6 +46,9 @@ def serve(
         Path | None, typer.Option("--collateral", help="Collateral file for every quote (QuoteCollateralV3 JSON).")
     ] = None,
     pccs: Annotated[str | None, typer.Option("--pccs", help="Fetch collateral from this PCCS (cached).")] = None,
+    log_level: Annotated[
+        LogLevel, typer.Option("--log-level", help="Log from this level up (nothing secret at any level).")
+    ] = LogLevel.info,
     home: _HOME = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /docs) until interrupted.
@@ -47,6 +61,8 @@ def serve(
         sgx-iot cloud serve --policy policy.toml
 
         sgx-iot cloud serve --port 8443 --db postgresql+psycopg://sgx@db/sgx --workers 2 --pccs http://127.0.0.1:8081
+
+        sgx-iot cloud serve --log-level debug
     """
     from sgx_iot.cloud.server import serve as run
     from sgx_iot.cloud.settings import load_settings
@@ -54,7 +70,7 @@ def serve(
     settings = load_settings(home=home, db_url=db, policy_path=policy, admin_token_file=admin_token_file,
                              collateral_file=collateral, pccs_url=pccs)
     console.print(f"sgx-iot cloud: policy {settings.policy.id}, data in {settings.home}", highlight=False)
-    run(settings, host=host, port=port, workers=workers)
+    run(settings, host=host, port=port, workers=workers, log_level=log_level.value)
 
 
 @app.command("init")

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import threading
@@ -49,16 +50,34 @@ def prepare(settings: Settings) -> None:
         engine.dispose()
 
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+_ENV_LOG_LEVEL = "SGX_IOT_CLOUD_LOG_LEVEL"
+
+
+def configure_logging(level: str) -> None:
+    """Send the service's own log records (``sgx_iot.*``, and any library's) to stderr from ``level`` up.
+
+    uvicorn's ``trace`` level is deliberately not offered: it logs whole request and response bodies (evidence,
+    tokens, payloads). At ``debug`` nothing secret is logged either (tests/test_secrets_hygiene.py).
+    """
+    if level not in LOG_LEVELS:
+        raise UsageError(f"log level must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level.upper())
+
+
 def app_from_environment() -> FastAPI:
     """uvicorn factory for worker processes (settings passed by :func:`serve` through the environment)."""
+    configure_logging(os.environ.get(_ENV_LOG_LEVEL, "info"))
     return create_app(from_environment(), run_migrations=False)
 
 
 def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
           log_level: str = "info") -> None:
-    """Run the service in the foreground until interrupted."""
+    """Run the service in the foreground until interrupted, logging from ``log_level`` up (see LOG_LEVELS)."""
     if workers < 1:
         raise UsageError("--workers must be at least 1")
+    configure_logging(log_level)
     prepare(settings)
     common: dict[str, Any] = dict(host=host, port=port, log_level=log_level, server_header=False,
                                   timeout_keep_alive=30, http=NoDelayH11Protocol)
@@ -66,6 +85,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, work
         uvicorn.run(create_app(settings, run_migrations=False), **common)
     else:
         os.environ.update(settings.to_environment())
+        os.environ[_ENV_LOG_LEVEL] = log_level
         uvicorn.run("sgx_iot.cloud.server:app_from_environment", factory=True, workers=workers, **common)
 
 

@@ -289,3 +289,20 @@ def test_enclave_modified_after_signing(work: Path, tmp_path: Path) -> None:
     assert "EINIT_MRENCLAVE_MISMATCH" in message
     assert image.measure(root).hex() in message and image.measure(SRC).hex() in message
     assert "sgx-iot enclave sign" in message
+
+
+def test_attest_with_collateral_never_loads_the_platform_secret(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The enclave runs in its own process; in this (host) process reading the platform's root secret is a bug.
+    import sgx_iot.platform.sim.store as store_module
+
+    real_read = store_module._read_secret
+
+    def refuse(path: Path) -> bytes:
+        if path.name in ("platform-secret.bin", "qe-attestation-key.pem"):
+            raise AssertionError(f"the gateway host read the platform secret {path}")
+        return real_read(path)
+
+    monkeypatch.setattr(store_module, "_read_secret", refuse)
+    out = work / "evidence-secretless.json"
+    cli("gateway", "attest", "--state", work / "state", "--nonce", NONCE, "--out", out, "--collateral")
+    assert Evidence.from_json(out.read_text()).collateral is not None

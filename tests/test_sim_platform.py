@@ -232,6 +232,22 @@ def test_secrets_stay_out_of_reprs(platform: SimPlatform) -> None:
         assert "_key=" not in text and "root_key" not in text
 
 
+def test_open_without_secrets_leaves_them_on_disk(platform: SimPlatform, tmp_path: Path) -> None:
+    folder = tmp_path / "copy"
+    folder.mkdir(mode=0o700)
+    for item in platform.store.folder.iterdir():
+        if item.is_file():
+            (folder / item.name).write_bytes(item.read_bytes())
+            os.chmod(folder / item.name, stat.S_IMODE(item.stat().st_mode))
+    (folder / "platform-secret.bin").unlink()  # not read at all, so its absence goes unnoticed
+    store = PlatformStore.open(folder, create=False, secrets=False)
+    assert store.pki.root_der() == platform.store.pki.root_der()
+    for secret in ("secret", "attestation_key"):
+        with pytest.raises(PlatformError) as info:
+            getattr(store, secret)
+        assert info.value.code == "PLATFORM_SECRETS_NOT_LOADED"
+
+
 def test_platform_json_holds_no_secret(platform: SimPlatform) -> None:
     text = (platform.store.folder / "platform.json").read_text()
     doc = json.loads(text)

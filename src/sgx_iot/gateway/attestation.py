@@ -68,5 +68,6 @@ def platform_collateral(session: GatewaySession) -> dict[str, Any]:
     from sgx_iot.platform.sim.collateral import build_collateral
     from sgx_iot.platform.sim.store import PlatformStore
 
-    store = PlatformStore.open(session.platform_folder, create=False)
+    # The host never loads the platform's root secret or QE key: collateral needs only the (public-role) PKI.
+    store = PlatformStore.open(session.platform_folder, create=False, secrets=False)
     return json.loads(build_collateral(store).to_json())  # type: ignore[no-any-return]

@@ -50,7 +50,8 @@ def _not_found(message: str) -> Response:
 def create_app(folder: str | os.PathLike[str]) -> FastAPI:
     """The FastAPI application serving the collateral of the simulated platform in ``folder``."""
     path = Path(folder)
-    PlatformStore.open(path, create=False)  # fail now, not at the first request, if there is no platform
+    # Fail now, not at the first request, if there is no platform. Collateral needs no platform secret.
+    PlatformStore.open(path, create=False, secrets=False)
     app = FastAPI(
         title="sgx-iot simulated PCCS",
         description="Collateral of a SIMULATED SGX platform (sgx-iot). Its root CA is not Intel's.",
@@ -58,7 +59,7 @@ def create_app(folder: str | os.PathLike[str]) -> FastAPI:
     )
 
     def load() -> PlatformStore:
-        return PlatformStore.open(path, create=False)
+        return PlatformStore.open(path, create=False, secrets=False)
 
     @app.get("/", include_in_schema=False)
     def about() -> dict[str, str]:

@@ -175,8 +175,8 @@ class PlatformConfig:
 class PlatformStore:
     """One simulated platform's folder, loaded. Secrets stay in private attributes and out of ``repr``."""
 
-    def __init__(self, folder: Path, config: PlatformConfig, pki: Pki, secret: bytes,
-                 attestation_key: ec.EllipticCurvePrivateKey) -> None:  # fmt: skip
+    def __init__(self, folder: Path, config: PlatformConfig, pki: Pki, secret: bytes | None,
+                 attestation_key: ec.EllipticCurvePrivateKey | None) -> None:  # fmt: skip
         self.folder = folder
         self.config = config
         self.pki = pki
@@ -188,20 +188,30 @@ class PlatformStore:
 
     @property
     def secret(self) -> bytes:
-        """The platform's 32-byte root secret (for key derivation inside the platform only)."""
+        """The platform's 32-byte root secret (for key derivation inside the platform only).
+
+        ``PlatformError`` PLATFORM_SECRETS_NOT_LOADED when the store was opened with ``secrets=False``."""
+        if self._secret is None:
+            raise _not_loaded(self.folder)
         return self._secret
 
     @property
     def attestation_key(self) -> ec.EllipticCurvePrivateKey:
-        """The quoting enclave's attestation key."""
+        """The quoting enclave's attestation key (PLATFORM_SECRETS_NOT_LOADED as for :attr:`secret`)."""
+        if self._attestation_key is None:
+            raise _not_loaded(self.folder)
         return self._attestation_key
 
     # --- opening / creating ------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, folder: str | os.PathLike[str] | None = None, *, create: bool = True) -> PlatformStore:
+    def open(cls, folder: str | os.PathLike[str] | None = None, *, create: bool = True,
+             secrets: bool = True) -> PlatformStore:  # fmt: skip
         """Load the platform in ``folder`` (default :func:`default_folder`), creating it first if absent and
-        ``create``. ``PlatformError`` PLATFORM_NOT_INITIALISED / PLATFORM_CORRUPT / PLATFORM_INSECURE."""
+        ``create``. ``PlatformError`` PLATFORM_NOT_INITIALISED / PLATFORM_CORRUPT / PLATFORM_INSECURE.
+
+        ``secrets=False`` leaves the root secret (from which every sealing key derives) and the QE attestation key
+        on disk: what a process outside the platform (the gateway host issuing collateral, the PCCS) opens."""
         path = Path(folder).expanduser() if folder is not None else default_folder()
         if not (path / _CONFIG).is_file():
             if not create:
@@ -210,7 +220,7 @@ class PlatformStore:
                     f"no simulated platform in {path}; create one with `sgx-iot sim init --platform {path}`",
                 )
             return cls.init(path)
-        return cls._load(path)
+        return cls._load(path, secrets=secrets)
 
     @classmethod
     def init(
@@ -252,7 +262,7 @@ class PlatformStore:
             return store
 
     @classmethod
-    def _load(cls, path: Path) -> PlatformStore:
+    def _load(cls, path: Path, *, secrets: bool = True) -> PlatformStore:
         config = PlatformConfig.from_json(_read_text(path / _CONFIG), path / _CONFIG)
         certs: dict[str, x509.Certificate] = {}
         keys: dict[str, ec.EllipticCurvePrivateKey] = {}
@@ -261,14 +271,16 @@ class PlatformStore:
             keys[role] = _load_key(path / key_name)
         pki = Pki(certs["root"], certs["processor"], certs["pck"], certs["tcb_signing"],
                   keys["root"], keys["processor"], keys["pck"], keys["tcb_signing"])  # fmt: skip
+        if not secrets:
+            return cls(path, config, pki, None, None)
         secret = _read_secret(path / _SECRET)
         if len(secret) != 32:
             raise PlatformError("PLATFORM_CORRUPT", f"{path / _SECRET} must hold 32 bytes, not {len(secret)}")
         return cls(path, config, pki, secret, _load_key(path / _ATTESTATION_KEY))
 
     def _write_all(self) -> None:
-        atomic_write(self.folder / _SECRET, self._secret, mode=0o600)
-        atomic_write(self.folder / _ATTESTATION_KEY, _key_pem(self._attestation_key), mode=0o600)
+        atomic_write(self.folder / _SECRET, self.secret, mode=0o600)
+        atomic_write(self.folder / _ATTESTATION_KEY, _key_pem(self.attestation_key), mode=0o600)
         pki = self.pki
         pairs = {
             "root": (pki.root_cert, pki.root_key),
@@ -312,6 +324,11 @@ class PlatformStore:
             updated = change(current) if whole else replace(current, tcb=change(current.tcb))
             atomic_write_text(self.folder / _CONFIG, updated.to_json(), mode=0o644)
             self.config = updated
+
+
+def _not_loaded(folder: Path) -> PlatformError:
+    return PlatformError("PLATFORM_SECRETS_NOT_LOADED", f"the platform in {folder} was opened without its secrets "
+                         "(only the platform itself may hold them)")
 
 
 def initialise(

@@ -8,9 +8,10 @@ folder, on the configured platform) and keeps it for every call of the block. En
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -18,6 +19,8 @@ from sgx_iot.enclave.host import Attestation, EnclaveClient, EnclaveError, Signa
 from sgx_iot.enclave.protocol import Tap
 from sgx_iot.errors import UsageError
 from sgx_iot.gateway.state import GatewayConfig, GatewayState, sha256_hex
+
+_R = TypeVar("_R")
 
 _ADVICE = {
     "UNSEAL_CORRUPT": "restore the state folder from a backup, or run `sgx-iot gateway init --force` to provision "
@@ -83,43 +86,29 @@ class GatewaySession:
 
     def sign(self, messages: Sequence[bytes]) -> Signatures:
         """Sign ``messages`` in the enclave with the sealed key (one unseal per ECALL, batches of up to 4096)."""
-        sealed = self.state.sealed_key()
-        try:
-            result = self._client.sign(sealed, messages)
-        except EnclaveError as exc:
-            raise with_advice(exc) from None
-        self._heal(sealed, result.public_key)
-        return result
+        return self._with_sealed_key(lambda sealed: self._client.sign(sealed, messages), _public_key_of)
 
     def sign_digests(self, digests: Sequence[bytes]) -> Signatures:
         """Sign data given by its SHA-256 ``digests`` (for files of any size)."""
-        sealed = self.state.sealed_key()
-        try:
-            result = self._client.sign_digests(sealed, digests)
-        except EnclaveError as exc:
-            raise with_advice(exc) from None
-        self._heal(sealed, result.public_key)
-        return result
+        return self._with_sealed_key(lambda sealed: self._client.sign_digests(sealed, digests), _public_key_of)
 
     def attest(self, nonce: bytes) -> Attestation:
         """A REPORT and quote binding the sealed key's public key (derived in the enclave) and ``nonce``."""
-        sealed = self.state.sealed_key()
-        try:
-            result = self._client.attest(sealed, nonce)
-        except EnclaveError as exc:
-            raise with_advice(exc) from None
-        self._heal(sealed, result.public_key)
-        return result
+        return self._with_sealed_key(lambda sealed: self._client.attest(sealed, nonce), _public_key_of)
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
         """The public key as the enclave derives it from the sealed key (the host copy is repaired if it differs)."""
+        return self._with_sealed_key(self._client.public_key, lambda key: key)
+
+    def _with_sealed_key(self, ecall: Callable[[bytes], _R], key_of: Callable[[_R], ec.EllipticCurvePublicKey]) -> _R:
+        """``ecall(sealed key)``; enclave refusals get their advice, and the host copies are healed after it."""
         sealed = self.state.sealed_key()
         try:
-            key = self._client.public_key(sealed)
+            result = ecall(sealed)
         except EnclaveError as exc:
             raise with_advice(exc) from None
-        self._heal(sealed, key)
-        return key
+        self._heal(sealed, key_of(result))
+        return result
 
     def _heal(self, sealed: bytes, key: ec.EllipticCurvePublicKey) -> None:
         """Rewrite ``public_key.pem`` when it is missing, stale or corrupted: the enclave's key is authoritative."""
@@ -136,3 +125,7 @@ class GatewaySession:
             self.config = dataclasses.replace(self.config, sealed_key_sha256=digest)
             self.state.write_config(self.config)
         self._checked = (sealed, key)
+
+
+def _public_key_of(result: Signatures | Attestation) -> ec.EllipticCurvePublicKey:
+    return result.public_key

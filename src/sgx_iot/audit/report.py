@@ -267,8 +267,22 @@ class ReproducibilityReport:
 
     @property
     def report_data_trusted(self) -> bool:
-        """Whether the evidence's REPORTDATA can be trusted: authentic evidence of the audited enclave."""
-        return self.report_data is not None and self.evidence is not None and bool(self)
+        """Whether the evidence's REPORTDATA can be trusted: authentic evidence of the audited enclave, launched
+        in production mode (a debug enclave's memory is readable and writable by the host, so the host could
+        have chosen its REPORTDATA)."""
+        return (self.report_data is not None and self.evidence is not None and bool(self)
+                and not self.attributes.evidence_debug)
+
+    @property
+    def report_data_untrusted_reason(self) -> str | None:
+        """Why the REPORTDATA cannot be trusted (None when it can, or when there is none)."""
+        if self.report_data is None or self.report_data_trusted:
+            return None
+        if self.evidence is None:
+            return "there is no attestation evidence"
+        if not self:
+            return "the reproducibility check failed"
+        return "the evidence comes from a DEBUG enclave, whose memory the host can read and modify"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (bytes as lowercase hex)."""
@@ -287,7 +301,8 @@ class ReproducibilityReport:
             "differences_truncated": self.differences_truncated,
             "config_mismatches": [m.to_dict() for m in self.config_mismatches],
             "evidence": self.evidence.to_dict() if self.evidence is not None else None,
-            "report_data": self.report_data.to_dict(self.report_data_trusted) if self.report_data else None,
+            "report_data": ({**self.report_data.to_dict(self.report_data_trusted),
+                             "untrusted_reason": self.report_data_untrusted_reason} if self.report_data else None),
             "problems": self.problems(),
             "notes": list(self.notes),
         }

@@ -142,6 +142,8 @@ def render_report(report: ReproducibilityReport) -> None:
     kind = "Intel SGX SDK enclave" if report.kind == "sdk" else "sgx-iot enclave"
     facts.add_row("enclave", kind)
     for key, value in (report.source or {}).items():
+        if value is None:
+            continue
         if key == "recipe" and isinstance(value, dict):
             value = f"{value.get('origin')}: {value.get('build') or 'measured from source, no build'}"
         facts.add_row(escape(key), escape(str(value)))
@@ -184,8 +186,11 @@ def render_report(report: ReproducibilityReport) -> None:
     if report.report_data is not None:
         rd = report.report_data
         console.rule("[bold]Report data[/]")
-        verdict = "[bold green]CAN[/]" if report.report_data_trusted else "[bold red]CANNOT[/]"
-        console.print(f"The REPORTDATA in the attestation evidence {verdict} be trusted.")
+        if report.report_data_trusted:
+            console.print("The REPORTDATA in the attestation evidence [bold green]CAN[/] be trusted.")
+        else:
+            reason = escape(report.report_data_untrusted_reason or "")
+            console.print(f"The REPORTDATA in the attestation evidence [bold red]CANNOT[/] be trusted: {reason}.")
         console.print(rd.value.hex(), highlight=False)
         if rd.public_key is not None:
             how = {"legacy": "raw x‖y, little-endian halves (original gateway)",

@@ -25,7 +25,7 @@ from sgx_iot.errors import FormatError, UsageError
 from sgx_iot.gateway.attestation import collect_evidence
 from sgx_iot.gateway.cloud_client import CloudClient, normalise_url
 from sgx_iot.gateway.session import GatewaySession
-from sgx_iot.gateway.state import GatewayState
+from sgx_iot.gateway.state import GatewayState, json_document
 from sgx_iot.verify.evidence import Evidence
 from sgx_iot.verify.readings import check_gateway_name
 
@@ -71,19 +71,7 @@ class Registration:
     @classmethod
     def from_json(cls, text: str | bytes, source: str = REGISTRATION_FILE) -> Registration:
         """Parse strictly (``FormatError`` naming the field)."""
-        try:
-            doc = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise FormatError(source, "(document)", None, f"not JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise FormatError(source, "(document)", None, "must be a JSON object")
-        fields = set(cls.__dataclass_fields__) | {"format"}
-        for name in sorted(fields - doc.keys()):
-            raise FormatError(source, name, None, "missing field")
-        for name in sorted(doc.keys() - fields):
-            raise FormatError(source, name, None, "unknown field")
-        if doc["format"] != REGISTRATION_FORMAT:
-            raise FormatError(source, "format", None, f"expected {REGISTRATION_FORMAT!r}")
+        doc = json_document(text, source, set(cls.__dataclass_fields__), REGISTRATION_FORMAT)
         check_gateway_name(doc["name"], source)
         kinds = {"cloud": str, "key_sha256": str, "ear": str, "registered_at": int, "policy_id": str,
                  "tcb_status": str, "enclave": dict}  # fmt: skip
@@ -92,7 +80,6 @@ class Registration:
                 raise FormatError(source, name, None, f"must be a {kind.__name__}")
         if doc["ear_expires_at"] is not None and not isinstance(doc["ear_expires_at"], int):
             raise FormatError(source, "ear_expires_at", None, "must be an integer or null")
-        doc.pop("format")
         return cls(**doc)
 
 

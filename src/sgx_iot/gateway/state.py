@@ -67,19 +67,7 @@ class GatewayConfig:
     @classmethod
     def from_json(cls, text: str | bytes, source: str = CONFIG_FILE) -> GatewayConfig:
         """Parse strictly; ``FormatError`` naming the field otherwise."""
-        try:
-            doc = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise FormatError(source, "(document)", None, f"not JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise FormatError(source, "(document)", None, "must be a JSON object")
-        fields = set(cls.__dataclass_fields__) | {"format"}
-        for name in sorted(fields - doc.keys()):
-            raise FormatError(source, name, None, "missing field")
-        for name in sorted(doc.keys() - fields):
-            raise FormatError(source, name, None, "unknown field")
-        if doc["format"] != CONFIG_FORMAT:
-            raise FormatError(source, "format", None, f"expected {CONFIG_FORMAT!r}")
+        doc = json_document(text, source, set(cls.__dataclass_fields__), CONFIG_FORMAT)
         if doc["platform"] is not None and not isinstance(doc["platform"], str):
             raise FormatError(source, "platform", None, "must be a folder path or null")
         if doc["policy"] not in _POLICIES:
@@ -90,8 +78,26 @@ class GatewayConfig:
             raise FormatError(source, "enclave", None, "platform_kind must be a string and enclave an object")
         if not isinstance(doc["sealed_key_sha256"], str) or len(doc["sealed_key_sha256"]) != 64:
             raise FormatError(source, "sealed_key_sha256", None, "must be 64 hex digits")
-        doc.pop("format")
         return cls(**doc)
+
+
+def json_document(text: str | bytes, source: str, fields: set[str], expected_format: str) -> dict[str, Any]:
+    """The JSON object in ``text`` with exactly ``fields`` plus ``"format": expected_format`` (removed from the
+    result); ``FormatError`` naming the first missing, unknown or wrong field otherwise."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FormatError(source, "(document)", None, f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise FormatError(source, "(document)", None, "must be a JSON object")
+    expected = fields | {"format"}
+    for name in sorted(expected - doc.keys()):
+        raise FormatError(source, name, None, "missing field")
+    for name in sorted(doc.keys() - expected):
+        raise FormatError(source, name, None, "unknown field")
+    if doc.pop("format") != expected_format:
+        raise FormatError(source, "format", None, f"expected {expected_format!r}")
+    return doc
 
 
 class GatewayState:

@@ -60,3 +60,16 @@ def test_src_and_another_input_together_is_a_usage_error(tmp_path: Path) -> None
 def test_src_that_is_not_a_source_tree_is_a_usage_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["audit", "mrenclave", "--src", str(tmp_path)])
     assert result.exit_code == 2
+
+
+def test_a_subfolder_of_a_checkout_is_recorded_with_its_commit(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO_SRC, repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git[:3], "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "audited"], check=True)
+    rev = subprocess.run([*git[:3], "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    code, out = _mrenclave("--src", str(repo / "src"))
+    assert code == 0
+    assert out["commit"] == rev

@@ -104,7 +104,8 @@ def checkout(source: str | SourceSpec, *, timeout: float = GIT_TIMEOUT_SECONDS) 
     if not spec.is_git:
         assert spec.folder is not None
         root = spec.folder.resolve()
-        if not (root / ".git").exists():
+        # A folder inside a git checkout (e.g. its src/) is recorded with the checkout's commit too.
+        if not (root / ".git").exists() and (shutil.which("git") is None or not _inside_work_tree(root)):
             yield SourceTree(spec, root)
             return
         commit = _head_commit(root)
@@ -163,9 +164,18 @@ def _git(args: list[str], *, cwd: Path, timeout: float, what: str) -> str:
     return done.stdout
 
 
-def _is_dirty(root: Path) -> bool:
+def _inside_work_tree(folder: Path) -> bool:
     try:
-        return bool(_git(["status", "--porcelain", "--untracked-files=no"], cwd=root, timeout=60,
+        return _git(["rev-parse", "--is-inside-work-tree"], cwd=folder, timeout=30,
+                    what="looking for a git checkout").strip() == "true"
+    except UsageError:
+        return False
+
+
+def _is_dirty(root: Path) -> bool:
+    """True when tracked files under ``root`` (not elsewhere in its checkout) differ from the commit."""
+    try:
+        return bool(_git(["status", "--porcelain", "--untracked-files=no", "--", "."], cwd=root, timeout=60,
                          what="reading the working tree status").strip())
     except UsageError:
         return False

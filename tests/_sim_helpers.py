@@ -14,6 +14,16 @@ from sgx_iot.sgx.attributes import Attributes
 from sgx_iot.sgx.measure import EnclaveImage, Page
 from sgx_iot.sgx.sigstruct import Sigstruct, generate_signing_key
 
+STATUSES = [
+    "UpToDate",
+    "SWHardeningNeeded",
+    "ConfigurationNeeded",
+    "ConfigurationAndSWHardeningNeeded",
+    "OutOfDate",
+    "OutOfDateConfigurationNeeded",
+]
+"""The TCB statuses a quote can verify with (Intel PCS v4 TCB info; Revoked is refused instead)."""
+
 SDK_ATTRIBUTES = Attributes(0x4, 0x3)
 SDK_MASK = Attributes(0xFF00FFFFFFFFFFFD, 0xFFFFFFFFFFFFFF1B)  # sgx_sign's default: DEBUG left free
 NO_DEBUG_MASK = Attributes(0xFF00FFFFFFFFFFFF, 0xFFFFFFFFFFFFFF1B)  # DisableDebug=1

@@ -11,18 +11,10 @@ import httpx
 import pytest
 from cryptography import x509
 
-from _sim_helpers import fetch_collateral, launch, quote_for, verify
+from _sim_helpers import STATUSES, fetch_collateral, launch, quote_for, verify
 from sgx_iot.errors import PlatformError, UsageError
 from sgx_iot.platform.sim import SimPlatform, pccs
 
-STATUSES = [
-    "UpToDate",
-    "SWHardeningNeeded",
-    "ConfigurationNeeded",
-    "ConfigurationAndSWHardeningNeeded",
-    "OutOfDate",
-    "OutOfDateConfigurationNeeded",
-]
 V4 = "/sgx/certification/v4"
 
 

@@ -14,21 +14,12 @@ import dcap_qvl
 import pytest
 from cryptography import x509
 
-from _sim_helpers import launch, qvl_collateral, quote_for, verify
+from _sim_helpers import STATUSES, launch, qvl_collateral, quote_for, verify
 from sgx_iot.errors import PlatformError
 from sgx_iot.platform.sim import PlatformStore, SimPlatform, build_collateral
 from sgx_iot.platform.sim.qe import DEFAULT_AUTH_DATA, QE_ISV_PROD_ID, QE_MRSIGNER
 from sgx_iot.sgx.dcap_quote import INTEL_QE_VENDOR_ID, DcapQuote
 from sgx_iot.sgx.report import Report, TargetInfo
-
-STATUSES = [
-    "UpToDate",
-    "SWHardeningNeeded",
-    "ConfigurationNeeded",
-    "ConfigurationAndSWHardeningNeeded",
-    "OutOfDate",
-    "OutOfDateConfigurationNeeded",
-]
 
 
 @pytest.fixture(scope="module")

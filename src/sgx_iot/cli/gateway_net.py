@@ -26,6 +26,7 @@ from sgx_iot.gateway.outbox import Outbox
 from sgx_iot.gateway.registration import register as register_gateway
 from sgx_iot.gateway.registration import require_registration
 from sgx_iot.gateway.session import GatewaySession
+from sgx_iot.gateway.signing import open_input
 from sgx_iot.gateway.state import GatewayState
 from sgx_iot.gateway.status import gateway_status
 from sgx_iot.verify.readings import MAX_PAYLOAD
@@ -126,15 +127,8 @@ class _LazySession:
 def _read_payloads(files: list[Path]) -> list[bytes]:
     payloads = []
     for path in files:
-        try:
-            with path.open("rb") as handle:
-                data = handle.read(MAX_PAYLOAD + 1)
-        except FileNotFoundError:
-            raise UsageError(f"{path} does not exist; check the path") from None
-        except IsADirectoryError:
-            raise UsageError(f"{path} is a folder, not a file") from None
-        except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+        with open_input(path) as handle:
+            data = handle.read(MAX_PAYLOAD + 1)
         if len(data) > MAX_PAYLOAD:
             raise UsageError(f"{path} is larger than {MAX_PAYLOAD} bytes, the most one reading may carry")
         payloads.append(data)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -31,19 +33,26 @@ class SignedFiles:
     public_key_path: Path
 
 
-def file_digest(path: Path) -> bytes:
-    """SHA-256 of a file's bytes, read in chunks (``UsageError`` when it cannot be read)."""
-    digest = hashlib.sha256()
+@contextmanager
+def open_input(path: Path) -> Iterator[BinaryIO]:
+    """``path`` opened for reading; ``UsageError`` saying what is wrong when it cannot be opened or read."""
     try:
         with Path(path).open("rb") as handle:
-            while chunk := handle.read(_READ_CHUNK):
-                digest.update(chunk)
+            yield handle
     except FileNotFoundError:
         raise UsageError(f"{path} does not exist; check the path") from None
     except IsADirectoryError:
         raise UsageError(f"{path} is a folder, not a file") from None
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def file_digest(path: Path) -> bytes:
+    """SHA-256 of a file's bytes, read in chunks (``UsageError`` when it cannot be read)."""
+    digest = hashlib.sha256()
+    with open_input(path) as handle:
+        while chunk := handle.read(_READ_CHUNK):
+            digest.update(chunk)
     return digest.digest()
 
 

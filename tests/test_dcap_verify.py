@@ -315,3 +315,14 @@ def test_fetch_collateral_asks_the_pccs_v4_api_and_reports_refusal(
 def test_fetch_collateral_refuses_a_malformed_quote() -> None:
     with pytest.raises(FormatError):
         fetch_collateral("http://127.0.0.1:9", b"\x03\x00")
+
+
+def test_expired_collateral_message_has_dates_and_advice(vectors: Path) -> None:
+    folder = vectors / "dcap" / "dcap-qvl-sample"
+    quote = (folder / "sgx_quote").read_bytes()
+    collateral = load_collateral((folder / "sgx_quote_collateral.json").read_bytes())
+    with pytest.raises(VerificationError) as err:
+        verify_dcap_quote(quote, collateral, now=1752919277 + 86400 * 365)
+    assert err.value.code == "COLLATERAL_EXPIRED"
+    assert "UnixTime(" not in err.value.message and " UTC" in err.value.message
+    assert "--now" in err.value.message

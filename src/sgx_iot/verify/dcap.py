@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime
 import json
 import re
 from collections.abc import Callable, Coroutine
@@ -222,7 +223,30 @@ def _map_error(message: str) -> Exception:
     if any(phrase in lowered for phrase in _COLLATERAL_FORMAT_ERRORS):
         return FormatError("QuoteCollateralV3", "document", None, reason)
     code = next((c for c, phrases in _ERROR_CODES if any(p in lowered for p in phrases)), "QUOTE_INVALID")
-    return VerificationError(code, f"dcap-qvl refused the quote: {reason}")
+    advice = _ADVICE.get(code, "")
+    return VerificationError(code, f"dcap-qvl refused the quote: {_readable_times(reason)}{advice}")
+
+
+# What a person can do about the refusals that are about time, not about the evidence.
+_ADVICE = {
+    "COLLATERAL_EXPIRED": "; fetch fresh collateral (e.g. from a PCCS), or verify archived evidence at its own time "
+                          "with --now",
+    "COLLATERAL_NOT_YET_VALID": "; check this machine's clock, or the --now given",
+    "CERTIFICATE_EXPIRED": "; verify archived evidence at its own time with --now",
+}
+
+
+def _readable_times(reason: str) -> str:
+    """dcap-qvl prints times as ``UnixTime(1775215317)``; show them as UTC dates a person can read."""
+
+    def iso(match: re.Match[str]) -> str:
+        try:
+            moment = datetime.datetime.fromtimestamp(int(match.group(1)), datetime.UTC)
+        except (OverflowError, OSError, ValueError):
+            return match.group(0)
+        return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    return re.sub(r"UnixTime\((\d+)\)", iso, reason)
 
 
 def _reason(message: str) -> str:

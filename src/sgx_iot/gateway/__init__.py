@@ -1,0 +1,1 @@
+"""The untrusted gateway host: state folder, enclave session, signing, attestation, outbox and delivery."""

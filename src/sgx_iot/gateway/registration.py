@@ -84,6 +84,7 @@ class Registration:
 
 
 def registration_path(state: GatewayState) -> Path:
+    """Where the gateway's registration (cloud, key digest, EAR token) is kept."""
     return state.folder / REGISTRATION_FILE
 
 

@@ -173,18 +173,22 @@ class GatewayState:
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def write_sigstruct(self, data: bytes) -> None:
+        """Install the SIGSTRUCT the enclave is launched with (atomic, 0600)."""
         self.ensure_folder()
         atomic_write(self.sigstruct_path, data)
 
     def write_sealed_key(self, data: bytes) -> None:
+        """Store the sealed key blob (atomic, 0600: an old or new blob survives a crash, never a torn one)."""
         self.ensure_folder()
         atomic_write(self.sealed_key_path, data)
 
     def write_public_key(self, key: ec.EllipticCurvePublicKey) -> None:
+        """Store the host copy of the public key as PEM (atomic, 0644: it is public)."""
         self.ensure_folder()
         atomic_write(self.public_key_path, public_key_pem(key).encode("ascii"), mode=0o644)
 
     def write_config(self, config: GatewayConfig) -> None:
+        """Store ``gateway.json`` (atomic, 0600)."""
         self.ensure_folder()
         atomic_write(self.config_path, config.to_json().encode("utf-8"))
 
@@ -195,4 +199,5 @@ def public_key_pem(key: ec.EllipticCurvePublicKey) -> str:
 
 
 def sha256_hex(data: bytes) -> str:
+    """SHA-256 of ``data`` as 64 lowercase hex digits."""
     return hashlib.sha256(data).hexdigest()

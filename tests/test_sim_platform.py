@@ -294,3 +294,11 @@ _VALID_CONFIG = PlatformConfig.from_json(
     ),
     Path("platform.json"),
 ).to_json()  # fmt: skip
+
+
+def test_a_file_given_as_platform_folder_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "not-a-folder").write_text("x")
+    for open_it in (lambda p: PlatformStore.open(p), lambda p: PlatformStore.open(p, create=False),
+                    lambda p: PlatformStore.init(p)):  # fmt: skip
+        with pytest.raises(UsageError, match="is a file, not a simulated platform folder"):
+            open_it(tmp_path / "not-a-folder")

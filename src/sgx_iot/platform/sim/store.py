@@ -81,6 +81,15 @@ def default_folder() -> Path:
     return Path(data_home).expanduser() / "sgx-iot" / "platform"
 
 
+def platform_folder(folder: str | os.PathLike[str] | None) -> Path:
+    """``folder`` (``~`` expanded), or :func:`default_folder` when None; ``UsageError`` when it names a file."""
+    path = Path(folder).expanduser() if folder is not None else default_folder()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path} is a file, not a simulated platform folder; give a folder (an empty or missing "
+                         "one is initialised)")
+    return path
+
+
 def check_tcb_settings(status: str, advisories: Sequence[str]) -> tuple[str, tuple[str, ...]]:
     """Validate a TCB status and advisory IDs; ``UsageError`` naming the allowed values otherwise."""
     if status not in TCB_STATUSES:
@@ -212,7 +221,7 @@ class PlatformStore:
 
         ``secrets=False`` leaves the root secret (from which every sealing key derives) and the QE attestation key
         on disk: what a process outside the platform (the gateway host issuing collateral, the PCCS) opens."""
-        path = Path(folder).expanduser() if folder is not None else default_folder()
+        path = platform_folder(folder)
         if not (path / _CONFIG).is_file():
             if not create:
                 raise PlatformError(
@@ -238,7 +247,7 @@ class PlatformStore:
         on the old platform can no longer be unsealed.
         """
         status, advisories = check_tcb_settings(tcb_status, advisories)
-        path = Path(folder).expanduser() if folder is not None else default_folder()
+        path = platform_folder(folder)
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         with _locked(path):
             if (path / _CONFIG).is_file() and not force:
@@ -340,7 +349,7 @@ def initialise(
 ) -> tuple[PlatformStore, bool]:
     """``sgx-iot sim init``: create the platform (TCB status default UpToDate), or keep the existing one and apply
     ``tcb_status``/``advisories`` if given; ``force`` replaces it. Returns the store and whether it is new."""
-    path = Path(folder).expanduser() if folder is not None else default_folder()
+    path = platform_folder(folder)
     if not force and (path / _CONFIG).is_file():
         store = PlatformStore.open(path, create=False)
         if tcb_status is not None or advisories:

@@ -306,3 +306,11 @@ def test_attest_with_collateral_never_loads_the_platform_secret(work: Path, monk
     out = work / "evidence-secretless.json"
     cli("gateway", "attest", "--state", work / "state", "--nonce", NONCE, "--out", out, "--collateral")
     assert Evidence.from_json(out.read_text()).collateral is not None
+
+
+def test_init_reads_a_bounded_sigstruct(tmp_path: Path) -> None:
+    # A device that never ends (or a huge file) given as the SIGSTRUCT is refused, not read into memory.
+    message = cli("gateway", "init", "--state", tmp_path / "gw", "--platform", tmp_path / "p", "--sigstruct",
+                  "/dev/zero", code=2)  # fmt: skip
+    assert "1808" in message and "too long" in message
+    assert not (tmp_path / "gw" / "sealed_key.bin").exists()

@@ -47,7 +47,8 @@ def launch(platform_folder: Path | None, sigstruct_path: Path, *, debug: bool = 
     root = image.installed_source_root()
     build = image.build(root)
     try:
-        sigstruct = Sigstruct.parse(sigstruct_path.read_bytes())
+        with sigstruct_path.open("rb") as handle:
+            sigstruct = Sigstruct.parse(handle.read(Sigstruct.SIZE + 1))  # bounded read
     except OSError as exc:
         raise UsageError(f"cannot read the SIGSTRUCT {sigstruct_path}: {exc.strerror or exc}") from None
     from sgx_iot.platform.sim import PlatformStore, SimPlatform

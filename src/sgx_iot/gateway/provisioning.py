@@ -117,7 +117,8 @@ def _ecall(call: Any) -> Any:
 
 def _read_sigstruct(path: Path) -> bytes:
     try:
-        data = Path(path).read_bytes()
+        with Path(path).open("rb") as handle:
+            data = handle.read(Sigstruct.SIZE + 1)  # bounded: a huge file or a device is refused, not slurped
     except FileNotFoundError:
         raise UsageError(f"the SIGSTRUCT {path} does not exist; create it with `sgx-iot enclave sign`") from None
     except OSError as exc:

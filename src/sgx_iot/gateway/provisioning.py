@@ -7,9 +7,10 @@ Writes, each atomically and in this order: the SIGSTRUCT, the sealed key, the pu
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -19,6 +20,8 @@ from sgx_iot.gateway.session import with_advice
 from sgx_iot.gateway.state import GatewayConfig, GatewayState, sha256_hex
 from sgx_iot.platform.base import EnclaveIdentity
 from sgx_iot.sgx.sigstruct import Sigstruct
+
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,7 @@ def init_gateway(
     sigstruct_bytes = _read_sigstruct(source)
     folder = _platform_folder(platform)
     chosen = policy or SealPolicy.MRSIGNER
-    with EnclaveClient(source, platform=folder, debug=debug) as client:
-        provisioned = _ecall(lambda: client.provision(chosen))
-        assert client.identity is not None
-        identity, kind = client.identity, client.platform_kind
+    provisioned, identity, kind = _in_enclave(source, folder, debug, lambda client: client.provision(chosen))
     state.write_sigstruct(sigstruct_bytes)
     state.write_sealed_key(provisioned.sealed)
     state.write_public_key(provisioned.public_key)
@@ -95,10 +95,8 @@ def _switch_sigstruct(state: GatewayState, sigstruct: Path, platform: Path | Non
     sigstruct_bytes = _read_sigstruct(sigstruct)
     folder = platform if platform is not None else (Path(config.platform) if config.platform else None)
     launch_debug = debug or config.debug
-    with EnclaveClient(sigstruct, platform=folder, debug=launch_debug) as client:
-        public_key = _ecall(lambda: client.public_key(sealed))
-        assert client.identity is not None
-        identity, kind = client.identity, client.platform_kind
+    public_key, identity, kind = _in_enclave(sigstruct, folder, launch_debug,
+                                             lambda client: client.public_key(sealed))  # fmt: skip
     state.write_sigstruct(sigstruct_bytes)
     state.write_public_key(public_key)
     state.write_config(dataclasses.replace(
@@ -108,11 +106,16 @@ def _switch_sigstruct(state: GatewayState, sigstruct: Path, platform: Path | Non
     return InitResult("sigstruct-updated", state, public_key, identity, kind, config.policy)
 
 
-def _ecall(call: Any) -> Any:
-    try:
-        return call()
-    except EnclaveError as exc:
-        raise with_advice(exc) from None
+def _in_enclave(sigstruct: Path, folder: Path | None, debug: bool,
+                call: Callable[[EnclaveClient], _R]) -> tuple[_R, EnclaveIdentity, str]:  # fmt: skip
+    """Launch the enclave, make one ECALL (refusals get their advice); the result, the identity and platform kind."""
+    with EnclaveClient(sigstruct, platform=folder, debug=debug) as client:
+        try:
+            result = call(client)
+        except EnclaveError as exc:
+            raise with_advice(exc) from None
+        assert client.identity is not None
+        return result, client.identity, client.platform_kind
 
 
 def _read_sigstruct(path: Path) -> bytes:

@@ -366,3 +366,20 @@ def test_dcap_qvl_sample_with_flipped_reportdata(vectors: Path) -> None:
                     accepted_tcb_statuses=frozenset({"ConfigurationAndSWHardeningNeeded"}))
     result = appraise(dataclasses.replace(ev, quote=bytes(quote)), policy, now=SAMPLE_NOW, collateral=coll)
     assert result.failures[0].name == "quote"
+
+
+def test_pccs_cache_age_is_bounded_so_a_revocation_is_seen(world: SimWorld) -> None:
+    from sgx_iot.platform.sim.pccs import running
+
+    ev = world.evidence(NONCE, with_collateral=False)
+    with running(world.folder) as url:
+        source = PccsCollateral(url, max_age=120)
+        t = now() + 5
+        assert appraise(ev, world.policy(), now=t, collateral=source).affirming
+        world.platform.store.set_pck_revoked()
+        # Within max_age the cached (pre-revocation) collateral is used ...
+        assert appraise(ev, world.policy(), now=t + 60, collateral=source).affirming
+        assert source.fetches == 1
+        # ... after it, fresh collateral carries the PCK CRL with the revoked certificate.
+        refused(appraise(ev, world.policy(), now=t + 121, collateral=source), "CERTIFICATE_REVOKED")
+        assert source.fetches == 2

@@ -401,3 +401,25 @@ def test_simulated_evidence_cannot_claim_real_sgx(cloud: Cloud, world: SimWorld)
     verifier = cloud.client.get("/v1/verifier").json()
     claims = jwt.decode(answer["ear"], verifier["public_key"], algorithms=["ES256"], options={"verify_aud": False})
     assert json.dumps(claims).count('"simulated"') >= 1 and '"gramine"' not in json.dumps(claims)
+
+
+def test_a_name_without_a_recorded_platform_keeps_its_key(clouds: Callable[..., Cloud], world: SimWorld,
+                                                          tmp_path: Path) -> None:
+    """A registry row from before platform ids were recorded: only its own key may re-attest the name."""
+    import sqlalchemy
+
+    from sgx_iot.verify.policy import TrustRoot
+
+    world_a = make_world(tmp_path / "platform-a")
+    roots = (TrustRoot.from_der(world.root_der, "b"), TrustRoot.from_der(world_a.root_der, "a"))
+    cloud = clouds(world.policy(roots=roots))
+    register_ok(cloud, "gw-b", world.evidence(cloud.challenge(), "b"))
+    engine = cloud.database.engine()
+    with engine.begin() as c:
+        c.execute(sqlalchemy.text("UPDATE gateways SET platform_id = NULL WHERE name = 'gw-b'"))
+    engine.dispose()
+    before = cloud.counts()
+    assert_refused(cloud, cloud.register("gw-b", world_a.evidence(cloud.challenge(), "a")), "GATEWAY_NAME_TAKEN",
+                   before)
+    again = register_ok(cloud, "gw-b", world.evidence(cloud.challenge(), "b"))
+    assert again["key_changed"] is False

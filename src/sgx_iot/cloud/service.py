@@ -298,7 +298,10 @@ class CloudService:
             row = s.scalars(select(GatewayRow).where(GatewayRow.name == name).with_for_update()).first()
             if row is not None and row.revoked_at is not None:
                 raise VerificationError("GATEWAY_REVOKED", f"gateway {name!r} was revoked and cannot register again")
-            if row is not None and row.platform_id and result.platform_id != row.platform_id:
+            # A name stays with the platform that registered it; only the same key may be re-attested when either
+            # side has no platform id (a row from before platform ids were recorded).
+            same_platform = row is not None and row.platform_id is not None and row.platform_id == result.platform_id
+            if row is not None and not same_platform and row.key_sha256 != fingerprint:
                 raise VerificationError(
                     "GATEWAY_NAME_TAKEN",
                     f"gateway {name!r} is registered to another platform; a name can only be re-attested from the "

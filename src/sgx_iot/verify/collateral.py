@@ -111,9 +111,15 @@ class FileCollateral(FixedCollateral):
         super().__init__(self.path.read_bytes())
 
 
-class PccsCollateral:
-    """Collateral fetched from a PCCS/PCS (v4 API) and cached per (FMSPC, CA) until its earliest ``nextUpdate``.
+DEFAULT_MAX_AGE_SECONDS = 3600
 
+
+class PccsCollateral:
+    """Collateral fetched from a PCCS/PCS (v4 API) and cached per (FMSPC, CA) until its earliest ``nextUpdate``,
+    and at most ``max_age`` seconds.
+
+    Intel's collateral is valid for about a month, but a PCK revocation or a TCB recovery is published in fresh
+    collateral long before that: the age limit bounds how long a revoked platform can still be accepted.
     Thread-safe. ``fetch`` is the function that does the HTTP requests (default: ``verify.dcap.fetch_collateral``);
     failures raise ``VerificationError("COLLATERAL_UNAVAILABLE")``.
     """
@@ -123,17 +129,20 @@ class PccsCollateral:
         url: str,
         *,
         timeout: float = 30.0,
+        max_age: int = DEFAULT_MAX_AGE_SECONDS,
         fetch: Callable[..., QuoteCollateralV3] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.max_age = max_age
         self._fetch = fetch or fetch_collateral
         self._cache: dict[tuple[str, str], tuple[QuoteCollateralV3, int]] = {}
         self._lock = threading.Lock()
         self.fetches = 0
 
     def collateral_for(self, quote: bytes, *, now: int) -> QuoteCollateralV3:
-        """Cached collateral for ``quote``'s platform, fetched again once ``now`` reaches its ``nextUpdate``."""
+        """Cached collateral for ``quote``'s platform, fetched again once ``now`` passes its ``nextUpdate`` or the
+        cached copy is older than ``max_age``."""
         key = _platform_key(quote)
         with self._lock:
             hit = self._cache.get(key)
@@ -141,7 +150,7 @@ class PccsCollateral:
                 return hit[0]
             collateral = self._fetch(self.url, quote, timeout=self.timeout)
             self.fetches += 1
-            self._cache[key] = (collateral, next_update(collateral))
+            self._cache[key] = (collateral, min(next_update(collateral), now + self.max_age))
             return collateral
 
 

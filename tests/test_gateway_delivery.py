@@ -27,7 +27,8 @@ from _e2e_helpers import E2E, CloudServer, e2e, e2e_world, json_lines, payloads 
 from sgx_iot.enclave.protocol import Op
 from sgx_iot.errors import UsageError
 from sgx_iot.gateway.cloud_client import CloudClient, RetryPolicy
-from sgx_iot.gateway.delivery import Delivery, DeliveryReport, RunOptions, run
+from sgx_iot.gateway.delivery import Delivery, DeliveryReport
+from sgx_iot.gateway.runner import RunOptions, run
 from sgx_iot.gateway.inputs import open_source
 from sgx_iot.gateway.outbox import OUTBOX_FILE, Outbox
 from sgx_iot.gateway.provisioning import init_gateway

@@ -19,12 +19,13 @@ from sgx_iot.cli._common import EXIT_USAGE, EXIT_VERIFICATION_FAILED, console, e
 from sgx_iot.cli.gateway import app, platform_option, state_option
 from sgx_iot.errors import UsageError
 from sgx_iot.gateway.cloud_client import CloudClient, RetryPolicy
-from sgx_iot.gateway.delivery import DEFAULT_BATCH, Delivery, DeliveryReport, RunOptions
-from sgx_iot.gateway.delivery import run as run_delivery
+from sgx_iot.gateway.delivery import DEFAULT_BATCH, Delivery, DeliveryReport
 from sgx_iot.gateway.inputs import open_source
 from sgx_iot.gateway.outbox import Outbox
 from sgx_iot.gateway.registration import register as register_gateway
 from sgx_iot.gateway.registration import require_registration
+from sgx_iot.gateway.runner import RunOptions
+from sgx_iot.gateway.runner import run as run_delivery
 from sgx_iot.gateway.session import GatewaySession
 from sgx_iot.gateway.signing import open_input
 from sgx_iot.gateway.state import GatewayState

@@ -96,10 +96,26 @@ def test_cli_send_files_prints_verdicts(e2e: E2E, tmp_path: Path) -> None:
     big.write_bytes(b"x" * (64 * 1024 + 1))
     refused = e2e.cli(state, "gateway", "send", str(big))
     assert refused.returncode == 2 and b"larger than" in refused.stderr
-    assert e2e.cli(state, "gateway", "send").returncode == 2
+    assert e2e.cli(state, "gateway", "send", "--stdin", str(files[0])).returncode == 2  # both: a usage error
+    nothing_waiting = e2e.cli(state, "gateway", "send", "--json")  # no input: only the outbox, which is empty
+    assert nothing_waiting.returncode == 0 and json.loads(nothing_waiting.stdout)["stored"] == 0
     mixed = e2e.cli(state, "gateway", "send", "--stdin", input=b"ok-1\n" + b"y" * 70_000 + b"\n\nok-2")
     assert mixed.returncode == 2 and b"line 2 of stdin is longer" in mixed.stderr
     assert cloud_payloads(e2e, "gw-files")[-2:] == [b"ok-1", b"ok-2"]
+
+
+def test_cli_send_without_input_delivers_what_the_outbox_kept(e2e: E2E, tmp_path: Path) -> None:
+    state = e2e.gateway("gw-later")
+    reading = tmp_path / "reading"
+    reading.write_bytes(b"humidity=40")
+    e2e.cloud.stop()
+    down = e2e.cli(state, "gateway", "send", "--retry-delay", "0", str(reading))
+    assert down.returncode == 2 and b"kept in the outbox" in down.stderr
+    e2e.cloud.start()
+    later = e2e.cli(state, "gateway", "send", "--json")
+    assert later.returncode == 0, later.stderr
+    assert json.loads(later.stdout)["stored"] == 1
+    assert cloud_payloads(e2e, "gw-later") == [b"humidity=40"]
 
 
 def test_replay_after_a_crash_neither_loses_nor_duplicates(e2e: E2E) -> None:

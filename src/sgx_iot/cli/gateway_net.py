@@ -177,7 +177,8 @@ def send(
     payload (at most 65536 bytes; longer lines are skipped with a warning and
     exit code 2). Readings are stored in the outbox (with their sequence
     numbers) before anything is signed or sent, and leave it only when the cloud
-    acknowledges them; readings an earlier run left there are sent too. Exit 0
+    acknowledges them; readings an earlier run left there are sent too. With
+    neither FILE nor --stdin, only what waits in the outbox is sent. Exit 0
     when every reading was acknowledged, 1 if the cloud refused any (they move
     to the dead-letter list, see `gateway status`), 2 if some could not be
     delivered (cloud unreachable: they stay in the outbox).
@@ -187,9 +188,11 @@ def send(
       sgx-iot gateway send Sensor_Data
 
       sensor-reader | sgx-iot gateway send --stdin --batch 500
+
+      sgx-iot gateway send        # deliver what the outbox still holds
     """
-    if stdin == bool(files):
-        raise UsageError("give the files to send, or --stdin (not both)")
+    if stdin and files:
+        raise UsageError("give the files to send or --stdin, not both")
     payloads = _read_payloads(files) if files else []
     gateway = GatewayState(state)
     retry = RetryPolicy(attempts=attempts, base_delay=retry_delay)

@@ -84,8 +84,14 @@ def test_sign_makes_the_sigstruct_of_the_measured_image(work: Path, tmp_path: Pa
     (tmp_path / "weak.pem").write_bytes(serialization.load_pem_private_key(
         (work / "signer.pem").read_bytes(), None).private_bytes(  # type: ignore[union-attr]
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())[:50])
-    assert "not an unencrypted private key" in cli("enclave", "sign", "--key", tmp_path / "weak.pem", "--out",
-                                                   again, code=2)  # fmt: skip
+    assert "is not a private key in PEM or DER" in cli("enclave", "sign", "--key", tmp_path / "weak.pem", "--out",
+                                                       again, code=2)  # fmt: skip
+    (tmp_path / "locked.pem").write_bytes(serialization.load_pem_private_key(
+        (work / "signer.pem").read_bytes(), None).private_bytes(  # type: ignore[union-attr]
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase")))
+    assert "is an encrypted private key" in cli("enclave", "sign", "--key", tmp_path / "locked.pem", "--out",
+                                                again, code=2)  # fmt: skip
     assert "enclave keygen" in cli("enclave", "sign", "--key", tmp_path / "none.pem", "--out", again, code=2)
 
 

@@ -53,8 +53,12 @@ def load_signing_key(path: Path) -> rsa.RSAPrivateKey:
     try:
         loader = serialization.load_pem_private_key if b"-----BEGIN" in data else serialization.load_der_private_key
         key = loader(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"{path} is not an unencrypted private key ({exc})") from None
+    except TypeError:
+        raise UsageError(f"{path} is an encrypted private key; give an unencrypted RSA-3072 key (e=3), e.g. from "
+                         "`sgx-iot enclave keygen`") from None
+    except ValueError:
+        raise UsageError(f"{path} is not a private key in PEM or DER; create one with `sgx-iot enclave keygen`"
+                         ) from None
     if (not isinstance(key, rsa.RSAPrivateKey) or key.key_size != 3072
             or key.public_key().public_numbers().e != EXPONENT):
         raise UsageError(f"{path} is not an RSA-3072 key with public exponent 3, as SGX enclave signing requires; "

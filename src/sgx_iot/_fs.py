@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -14,6 +15,9 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600
     so a crash at any instant leaves either the previous file or the complete new one.
     """
     target = Path(path)
+    if target.is_dir():
+        # Checked first so the error names the user's path, not the temporary file beside it.
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file; give a file name", str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from sgx_iot.errors import UsageError
+from sgx_iot._fs import read_file
 
 Input = str | os.PathLike[str] | bytes
 """A file given by path, or its bytes."""
@@ -16,17 +15,7 @@ def read_input(value: Input | bytearray, what: str) -> bytes:
     when the file cannot be read."""
     if isinstance(value, bytes | bytearray):
         return bytes(value)
-    path = Path(value)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{what} {path} does not exist; check the path") from None
-    except IsADirectoryError:
-        raise UsageError(f"{what} {path} is a folder, not a file") from None
-    except PermissionError:
-        raise UsageError(f"{what} {path} is not readable (permission denied)") from None
-    except OSError as exc:
-        raise UsageError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    return read_file(value, what)
 
 
 def read_optional(value: Input | None, what: str) -> bytes | None:

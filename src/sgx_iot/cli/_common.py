@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from sgx_iot._fs import read_file
 from sgx_iot.errors import FormatError, PlatformError, SgxIotError, UsageError, VerificationError
 
 EXIT_OK = 0
@@ -55,14 +56,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 def read_input(path: Path, what: str) -> bytes:
     """Read a file the user named, or raise ``UsageError`` saying which file and why."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{what} {path} does not exist; check the path") from None
-    except IsADirectoryError:
-        raise UsageError(f"{what} {path} is a folder, not a file") from None
-    except PermissionError:
-        raise UsageError(f"{what} {path} is not readable (permission denied)") from None
+    return read_file(path, what)
 
 
 def print_json(value: Any) -> None:

@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sgx_iot._fs import atomic_write
+from sgx_iot._fs import atomic_write, open_for_reading
 from sgx_iot.enclave.host import MAX_BATCH
 from sgx_iot.errors import UsageError
 from sgx_iot.gateway.session import GatewaySession
@@ -36,15 +36,8 @@ class SignedFiles:
 @contextmanager
 def open_input(path: Path) -> Iterator[BinaryIO]:
     """``path`` opened for reading; ``UsageError`` saying what is wrong when it cannot be opened or read."""
-    try:
-        with Path(path).open("rb") as handle:
-            yield handle
-    except FileNotFoundError:
-        raise UsageError(f"{path} does not exist; check the path") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path} is a folder, not a file") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with open_for_reading(path) as handle:
+        yield handle
 
 
 def file_digest(path: Path) -> bytes:

@@ -20,6 +20,7 @@ import json
 import secrets
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,36 @@ _EXISTING = select(_READINGS.c.seq, _READINGS.c.timestamp, _READINGS.c.payload).
 NONCE_BYTES = 32
 MAX_READINGS_PAGE = 1000
 _MESSAGE_LIMIT = 1000
+
+
+# ECDSA verification in cryptography (OpenSSL) releases the GIL: a large batch is verified on two threads,
+# which on a multi-core machine nearly doubles the verifications per second of one service worker.
+_VERIFY_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgx-iot-verify")
+_PARALLEL_FROM = 16  # below this many signatures, the thread hop costs more than it saves
+
+
+def _verify_some(checks: Sequence[tuple[int, SignedReading, ec.EllipticCurvePublicKey]]
+                 ) -> list[VerificationError | None]:
+    out: list[VerificationError | None] = []
+    for _, sr, key in checks:
+        try:
+            verify_reading(sr.reading, sr.signature, key)
+        except VerificationError as exc:
+            out.append(exc)
+        else:
+            out.append(None)
+    return out
+
+
+def _verify_all(checks: Sequence[tuple[int, SignedReading, ec.EllipticCurvePublicKey]]
+                ) -> list[VerificationError | None]:
+    """The verification failure (or None) of each ``(index, signed reading, key)``, in order."""
+    if len(checks) < _PARALLEL_FROM:
+        return _verify_some(checks)
+    half = len(checks) // 2
+    other = _VERIFY_POOL.submit(_verify_some, checks[half:])
+    first = _verify_some(checks[:half])
+    return first + other.result()
 
 
 class NotFoundError(SgxIotError):
@@ -402,6 +433,7 @@ class CloudService:
             names = sorted({sr.reading.gateway for sr in batch})
             gateways = {row.name: row for row in conn.execute(_GATEWAYS, {"names": names})}
             candidates: dict[int, list[int]] = {}  # gateway id -> batch indexes whose signature verified
+            checks: list[tuple[int, SignedReading, ec.EllipticCurvePublicKey]] = []
             for i, sr in enumerate(batch):
                 r = sr.reading
                 gw = gateways.get(r.gateway)
@@ -411,12 +443,12 @@ class CloudService:
                 elif gw.revoked_at is not None:
                     refuse(i, "GATEWAY_REVOKED", f"gateway {r.gateway!r} was revoked; its readings are refused")
                 else:
-                    try:
-                        verify_reading(r, sr.signature, self._public_key(gw.key_sha256, gw.public_key_pem))
-                    except VerificationError as exc:
-                        refuse(i, exc.code, exc.message)
-                    else:
-                        candidates.setdefault(gw.id, []).append(i)
+                    checks.append((i, sr, self._public_key(gw.key_sha256, gw.public_key_pem)))
+            for i, failure in zip((c[0] for c in checks), _verify_all(checks)):
+                if failure is not None:
+                    refuse(i, failure.code, failure.message)
+                else:
+                    candidates.setdefault(gateways[batch[i].reading.gateway].id, []).append(i)
             new_rows: list[dict[str, Any]] = []
             for gid, indexes in candidates.items():
                 seqs = sorted({batch[i].reading.seq for i in indexes})

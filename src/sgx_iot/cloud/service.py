@@ -245,6 +245,8 @@ class CloudService:
         self.verifier_id = verifier_id or dict(DEFAULT_VERIFIER_ID)
         self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
         self._keys_lock = threading.Lock()
+        # gateway name -> (key fingerprint, key) as the last ingest transaction saw it (see ingest_async)
+        self._key_hints: dict[str, tuple[str, ec.EllipticCurvePublicKey]] = {}
 
     def now(self) -> int:
         """The service's current time (Unix seconds)."""
@@ -410,6 +412,15 @@ class CloudService:
                 self._keys[key_sha256] = key
         return key
 
+    def _hint(self, name: str, key_sha256: str, pem: str) -> None:
+        hint = self._key_hints.get(name)
+        if hint is None or hint[0] != key_sha256:
+            key = self._public_key(key_sha256, pem)
+            with self._keys_lock:
+                if len(self._key_hints) > 10_000:
+                    self._key_hints.clear()
+                self._key_hints[name] = (key_sha256, key)
+
     def ingest(self, batch: Sequence[SignedReading], *, remote: str | None = None,
                verified: dict[int, tuple[str, VerificationError | None]] | None = None) -> list[Verdict]:
         """Verify and store a batch of signed readings; one verdict per reading, in order.
@@ -428,21 +439,28 @@ class CloudService:
         stays free (the database work still runs on the calling thread, in :meth:`ingest`'s one transaction)."""
         if len(batch) < _PARALLEL_FROM:
             return self.ingest(batch, remote=remote)
-        names = sorted({sr.reading.gateway for sr in batch})
-        with self.engine.connect() as conn:
-            gateways = {row.name: row for row in conn.execute(_GATEWAYS, {"names": names})}
+        # Which key to verify with: the gateway's key as the last ingest saw it (a hint: the storing transaction
+        # checks it is still the current key and verifies again otherwise), else as the database has it now.
+        hints = self._key_hints
+        names = {sr.reading.gateway for sr in batch}
+        if not names <= hints.keys():
+            with self.engine.connect() as conn:
+                for row in conn.execute(_GATEWAYS, {"names": sorted(names)}):
+                    if row.revoked_at is None:
+                        self._hint(row.name, row.key_sha256, row.public_key_pem)
         checks = []
+        fingerprints: dict[int, str] = {}
         for i, sr in enumerate(batch):
-            gw = gateways.get(sr.reading.gateway)
-            if gw is not None and gw.revoked_at is None:
-                checks.append((i, sr, self._public_key(gw.key_sha256, gw.public_key_pem)))
+            hint = hints.get(sr.reading.gateway)
+            if hint is not None:
+                checks.append((i, sr, hint[1]))
+                fingerprints[i] = hint[0]
         loop = asyncio.get_running_loop()
         half = len(checks) // 2
         parts = await asyncio.gather(*(loop.run_in_executor(_VERIFY_POOL, _verify_some, part)
                                        for part in (checks[:half], checks[half:]) if part))
         failures = [f for part in parts for f in part]
-        verified = {i: (gateways[sr.reading.gateway].key_sha256, failure)
-                    for (i, sr, _), failure in zip(checks, failures)}
+        verified = {i: (fingerprints[i], failure) for (i, _, _), failure in zip(checks, failures)}
         return self.ingest(batch, remote=remote, verified=verified)
 
     def _ingest(self, batch: Sequence[SignedReading], remote: str | None,
@@ -465,6 +483,11 @@ class CloudService:
             candidates: dict[int, list[int]] = {}  # gateway id -> batch indexes whose signature verified
             checks: list[tuple[int, SignedReading, ec.EllipticCurvePublicKey]] = []
             outcomes: list[tuple[int, VerificationError | None]] = []
+            for row in gateways.values():
+                if row.revoked_at is None:
+                    self._hint(row.name, row.key_sha256, row.public_key_pem)
+                else:
+                    self._key_hints.pop(row.name, None)
             for i, sr in enumerate(batch):
                 r = sr.reading
                 gw = gateways.get(r.gateway)

@@ -193,6 +193,36 @@ def test_mixed_batch_gets_one_verdict_per_reading_in_order(cloud: Cloud, world: 
     assert 801 not in stored(cloud, "gw-a") and 802 not in stored(cloud, "gw-a")
 
 
+def test_large_mixed_batch_verified_in_parallel_keeps_every_verdict(cloud: Cloud, world: SimWorld) -> None:
+    """Batches of 16 or more are verified on a thread pool: the verdicts must still be per reading, in order."""
+    a, b = world.key("gw-a"), world.key("gw-b")
+    readings: list[Any] = []
+    expected: list[tuple[str, str | None]] = []
+    for i in range(42):
+        seq = 900 + i
+        kind = i % 6
+        reading, outcome = {
+            0: (lambda: signed(a, "gw-a", seq), ("stored", None)),
+            1: (lambda: tamper(signed(a, "gw-a", seq), payload=b"forged"), ("refused", "BAD_SIGNATURE")),
+            2: (lambda: signed(b, "gw-a", seq), ("refused", "BAD_SIGNATURE")),  # another gateway's key
+            3: (lambda: signed(a, "nobody", seq), ("refused", "UNKNOWN_GATEWAY")),
+            4: (lambda: signed(b, "gw-b", seq), ("stored", None)),
+            # the reading stored at kind 0 of this round, sent again: acknowledged, not stored twice
+            5: (lambda: signed(a, "gw-a", seq - 5), ("duplicate", None)),
+        }[kind]
+        readings.append(reading())
+        expected.append(outcome)
+    replay = Reading("gw-a", 900, 1, b"another reading, same seq")
+    readings.append(SignedReading(replay, sign_reading(replay, a)))
+    expected.append(("refused", "REPLAYED_READING"))
+    before = cloud.counts()
+    answer = post(cloud, readings)
+    assert [v["index"] for v in answer["verdicts"]] == list(range(len(readings)))
+    assert [(v["status"], v.get("code")) for v in answer["verdicts"]] == expected
+    stored_now = sum(1 for status, _ in expected if status == "stored")
+    assert cloud.counts()["readings"] == before["readings"] + stored_now
+
+
 def test_readings_signed_with_a_replaced_key_are_refused(cloud: Cloud, world: SimWorld) -> None:
     """After a gateway is re-provisioned and attests its new key, signatures by the old key (say, a sealed blob
     stolen earlier and unsealed on a compromised enclave) no longer verify."""

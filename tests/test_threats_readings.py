@@ -199,7 +199,7 @@ def test_large_mixed_batch_verified_in_parallel_keeps_every_verdict(cloud: Cloud
     readings: list[Any] = []
     expected: list[tuple[str, str | None]] = []
     for i in range(42):
-        seq = 900 + i
+        seq = 7000 + i
         kind = i % 6
         reading, outcome = {
             0: (lambda: signed(a, "gw-a", seq), ("stored", None)),
@@ -212,7 +212,7 @@ def test_large_mixed_batch_verified_in_parallel_keeps_every_verdict(cloud: Cloud
         }[kind]
         readings.append(reading())
         expected.append(outcome)
-    replay = Reading("gw-a", 900, 1, b"another reading, same seq")
+    replay = Reading("gw-a", 7000, 1, b"another reading, same seq")
     readings.append(SignedReading(replay, sign_reading(replay, a)))
     expected.append(("refused", "REPLAYED_READING"))
     before = cloud.counts()

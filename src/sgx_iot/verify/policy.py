@@ -45,18 +45,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from sgx_iot.errors import FormatError
+from sgx_iot.sgx.tcb import VERIFIABLE_TCB_STATUSES
 
-#: TCB statuses that Intel's TCB info can give a platform (``Revoked`` can never be accepted).
-TCB_STATUSES = frozenset(
-    {
-        "UpToDate",
-        "SWHardeningNeeded",
-        "ConfigurationNeeded",
-        "ConfigurationAndSWHardeningNeeded",
-        "OutOfDate",
-        "OutOfDateConfigurationNeeded",
-    }
-)
+#: TCB statuses a quote can verify with (``Revoked`` can never be accepted).
+TCB_STATUSES = frozenset(VERIFIABLE_TCB_STATUSES)
 DEFAULT_ACCEPTED_STATUSES = frozenset({"UpToDate", "SWHardeningNeeded"})
 DEFAULT_NONCE_LIFETIME = 300
 MAX_NONCE_LIFETIME = 7 * 24 * 3600

@@ -13,19 +13,9 @@ from pathlib import Path
 
 from sgx_iot.errors import PlatformError, UsageError
 from sgx_iot.platform.sim.pki import PckInfo
+from sgx_iot.sgx.tcb import TCB_STATUSES
 
 CONFIG_FORMAT = "sgx-iot-sim-platform/1"
-
-TCB_STATUSES = (
-    "UpToDate",
-    "SWHardeningNeeded",
-    "ConfigurationNeeded",
-    "ConfigurationAndSWHardeningNeeded",
-    "OutOfDate",
-    "OutOfDateConfigurationNeeded",
-    "Revoked",
-)
-"""The TCB statuses Intel's TCB info v3 uses for SGX; the simulated platform can be put in any of them."""
 
 DEFAULT_CPU_SVN = bytes.fromhex("0e0e0303ff010d000000000000000000")
 DEFAULT_PCE_SVN = 13

@@ -39,6 +39,14 @@ def test_one_byte_in_an_enclave_file_changes_src_mrenclave(tmp_path: Path) -> No
 
 
 def test_src_from_a_local_git_repository_at_a_revision(tmp_path: Path) -> None:
+    repo, rev = _committed_copy_of_the_source(tmp_path)
+    code, out = _mrenclave("--src", f"file://{repo}@{rev}")
+    assert code == 0
+    assert out["mrenclave"] == measure(REPO_SRC).hex()
+
+
+def _committed_copy_of_the_source(tmp_path: Path) -> tuple[Path, str]:
+    """A git repository holding a copy of this source tree under src/, committed; its path and commit."""
     repo = tmp_path / "repo"
     shutil.copytree(REPO_SRC, repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
@@ -46,9 +54,7 @@ def test_src_from_a_local_git_repository_at_a_revision(tmp_path: Path) -> None:
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-qm", "audited"], check=True)
     rev = subprocess.run([*git[:3], "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
-    code, out = _mrenclave("--src", f"file://{repo}@{rev}")
-    assert code == 0
-    assert out["mrenclave"] == measure(REPO_SRC).hex()
+    return repo, rev
 
 
 def test_src_and_another_input_together_is_a_usage_error(tmp_path: Path) -> None:
@@ -63,13 +69,7 @@ def test_src_that_is_not_a_source_tree_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_a_subfolder_of_a_checkout_is_recorded_with_its_commit(tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    shutil.copytree(REPO_SRC, repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
-    subprocess.run([*git[:3], "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-qm", "audited"], check=True)
-    rev = subprocess.run([*git[:3], "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    repo, rev = _committed_copy_of_the_source(tmp_path)
     code, out = _mrenclave("--src", str(repo / "src"))
     assert code == 0
     assert out["commit"] == rev

@@ -4,14 +4,20 @@ Starts ``sgx-iot cloud serve`` (one worker, SQLite in a temporary folder) as a s
 registers a gateway with real simulated-platform evidence, then posts batches of 1, 10 and 100 pre-signed readings
 (pre-encoded, over two keep-alive connections so the single worker is never idle between requests) and reports
 verified-and-stored readings per second. The baseline is ``verify_reading`` (ECDSA P-256 over the
-canonical encoding) in this process on the same readings. Target: ratio ≥ 0.8 at batch 100. About 20 s.
-``--workers N`` runs the service with N worker processes (default 1).
+canonical encoding) in this process on the same readings. Each round posts new readings, then verifies them raw;
+the best round of each is kept (as in bench_enclave_sign), so that noise from other tenants of the machine hits
+both alike. Target: ratio ≥ 0.8 at batch 100. About 20 s. ``--workers N`` runs the service with N worker processes
+(default 1).
+
+The client is a bare HTTP/1.1 writer on two sockets (complete requests, ``Content-Length``, keep-alive; the
+JSON answer is parsed and its ``stored`` count checked): with an HTTP library the client process used a third of
+the two CPUs the service runs on, and the figure measured that library as much as the service.
 
 "CPU ratio" is the CPU time of the raw verifications divided by the server process's CPU time for the same
 readings: the same comparison, insensitive to other load on the machine (wall-clock ratios are not). The service
-verifies a batch's signatures on two threads (ECDSA releases the GIL), so on two cores its CPU can exceed its
-wall time: "server cores" is its CPU time over the wall time, "client cores" the same for this process's two
-sending threads, which share the machine with it.
+verifies a batch's signatures on two threads (ECDSA releases the GIL) and stores on a third, so on two cores its
+CPU can exceed its wall time: "server cores" is its CPU time over the wall time, "client cores" the same for
+this process's two sending threads, which share the machine with it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -42,7 +49,8 @@ from sgx_iot.verify.readings import Reading, SignedReading, sign_reading, verify
 
 PAYLOAD = b'{"temperature": 21.5, "humidity": 40.2, "pressure": 1013.1}'
 JSON = {"content-type": "application/json"}
-PLAN = {1: 400, 10: 2000, 100: 6000}  # batch size -> readings sent
+PLAN = {1: (400, 1), 10: (2000, 1), 100: (3000, 5)}  # batch size -> (readings per round, rounds; best kept)
+CONNECTIONS = 2
 
 
 def cpu_seconds(pid: int, workers: int = 1) -> float:
@@ -90,6 +98,59 @@ def simulated_gateway(folder: Path, key: ec.EllipticCurvePrivateKey) -> tuple[Ca
     return evidence, policy
 
 
+@dataclass(frozen=True)
+class Round:
+    """One round of posting: wall time, and the server's and this process's CPU time, in seconds."""
+
+    wall: float
+    server_cpu: float
+    client_cpu: float
+
+
+def post_round(url: str, pid: int, workers: int, signed: list[SignedReading], batch_size: int) -> Round | None:
+    """Post ``signed`` in batches of ``batch_size`` over :data:`CONNECTIONS` keep-alive connections; None (after
+    saying why) unless every reading was stored."""
+    # Bodies are encoded before the clock starts, and several client connections keep the one worker busy: what
+    # is measured is the service, not this process's JSON encoding or its round-trip gaps.
+    bodies = [json.dumps({"readings": [s.to_dict() for s in signed[i:i + batch_size]]}).encode()
+              for i in range(0, len(signed), batch_size)]
+    stored_by_thread = [0] * CONNECTIONS
+    host, port = url.removeprefix("http://").split(":")
+
+    def send(part: list[bytes], slot: int) -> None:
+        # A bare HTTP/1.1 keep-alive client on a socket: an HTTP library would spend more of the two CPUs this
+        # process shares with the service than the service spends parsing the same requests.
+        with socket.create_connection((host, int(port))) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            stream = sock.makefile("rb")
+            for body in part:
+                sock.sendall(b"POST /v1/readings HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (host.encode(), len(body), body))
+                status = stream.readline().split(b" ", 2)
+                length = 0
+                while (line := stream.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                answer = json.loads(stream.read(length))
+                if status[1] != b"200":
+                    raise RuntimeError(f"POST /v1/readings answered {status[1].decode()}: {answer}")
+                stored_by_thread[slot] += answer["stored"]
+
+    threads = [threading.Thread(target=send, args=(bodies[k::CONNECTIONS], k)) for k in range(CONNECTIONS)]
+    start, cpu_start, client_cpu_start = time.perf_counter(), cpu_seconds(pid, workers), time.process_time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    measured = Round(wall, cpu_seconds(pid, workers) - cpu_start, time.process_time() - client_cpu_start)
+    if sum(stored_by_thread) != len(signed):
+        print(f"only {sum(stored_by_thread)} of {len(signed)} readings were stored")
+        return None
+    return measured
+
+
 def main() -> int:
     workers = int(sys.argv[sys.argv.index("--workers") + 1]) if "--workers" in sys.argv else 1
     print(f"sgx-iot cloud serve --workers {workers}")
@@ -127,46 +188,27 @@ def main() -> int:
             seq = 0
             print(f"{'batch':>5}  {'readings/s (HTTP)':>18}  {'verify/s (raw)':>15}  {'ratio':>6}  {'CPU ratio':>10}  "
                   f"{'server cores':>12}  {'client cores':>12}")
-            for batch_size, total in PLAN.items():
-                readings = [Reading("bench-gw", seq + i, 1_700_000_000 + seq + i, PAYLOAD) for i in range(total)]
-                seq += total
-                signed = [SignedReading(rd, sign_reading(rd, key)) for rd in readings]
-                # Bodies are encoded before the clock starts, and two client connections keep the one worker busy:
-                # what is measured is the service, not this process's JSON encoding or its round-trip gaps.
-                bodies = [json.dumps({"readings": [s.to_dict() for s in signed[i:i + batch_size]]}).encode()
-                          for i in range(0, total, batch_size)]
-                stored_by_thread = [0, 0]
-
-                def send(part: list[bytes], slot: int) -> None:
-                    with httpx.Client(base_url=url, timeout=60) as c:
-                        for body in part:
-                            resp = c.post("/v1/readings", content=body, headers=JSON)
-                            resp.raise_for_status()
-                            stored_by_thread[slot] += resp.json()["stored"]
-
-                threads = [threading.Thread(target=send, args=(bodies[k::2], k)) for k in range(2)]
-                start, cpu_start = time.perf_counter(), cpu_seconds(server.pid, workers)
-                client_cpu_start = time.process_time()
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
-                stored = sum(stored_by_thread)
-                wall = time.perf_counter() - start
-                http_rate = stored / wall
-                server_cpu = cpu_seconds(server.pid, workers) - cpu_start
-                client_cpu = time.process_time() - client_cpu_start
-                if stored != total:
-                    print(f"only {stored} of {total} readings were stored")
-                    return 1
-                public = key.public_key()
-                start, cpu_start = time.perf_counter(), time.process_time()
-                for s in signed:
-                    verify_reading(s.reading, s.signature, public)
-                raw_rate = total / (time.perf_counter() - start)
-                raw_cpu = time.process_time() - cpu_start
-                print(f"{batch_size:>5}  {http_rate:>18.0f}  {raw_rate:>15.0f}  {http_rate / raw_rate:>6.2f}  "
-                      f"{raw_cpu / server_cpu:>10.2f}  {server_cpu / wall:>12.2f}  {client_cpu / wall:>12.2f}")
+            for batch_size, (per_round, rounds) in PLAN.items():
+                best: Round | None = None
+                raw_best = raw_cpu_best = float("inf")
+                for _ in range(rounds):
+                    readings = [Reading("bench-gw", seq + i, 1_700_000_000 + seq + i, PAYLOAD) for i in range(per_round)]
+                    seq += per_round
+                    signed = [SignedReading(rd, sign_reading(rd, key)) for rd in readings]
+                    measured = post_round(url, server.pid, workers, signed, batch_size)
+                    if measured is None:
+                        return 1
+                    best = measured if best is None or measured.wall < best.wall else best
+                    public = key.public_key()
+                    start, cpu_start = time.perf_counter(), time.process_time()
+                    for s in signed:
+                        verify_reading(s.reading, s.signature, public)
+                    raw_best = min(raw_best, time.perf_counter() - start)
+                    raw_cpu_best = min(raw_cpu_best, time.process_time() - cpu_start)
+                assert best is not None
+                print(f"{batch_size:>5}  {per_round / best.wall:>18.0f}  {per_round / raw_best:>15.0f}  "
+                      f"{raw_best / best.wall:>6.2f}  {raw_cpu_best / best.server_cpu:>10.2f}  "
+                      f"{best.server_cpu / best.wall:>12.2f}  {best.client_cpu / best.wall:>12.2f}")
             client.close()
         finally:
             server.terminate()

@@ -306,6 +306,41 @@ def test_concurrent_batches_store_each_reading_once(engine: sqlalchemy.Engine, w
     assert sum(r.count("stored") for r in results) == 50
 
 
+def test_ingest_async_stores_off_the_event_loop(engine: sqlalchemy.Engine, world: SimWorld) -> None:
+    """The HTTP path (ingest_async) runs the storing transaction on the store thread, not on the event loop's
+    thread (which must stay free while SQLite commits), for small and large (parallel-verified) batches alike,
+    with the same verdicts as ingest()."""
+    import asyncio
+
+    svc = service(engine, world)
+    svc.register("gw", world.evidence(svc.issue_challenge().nonce))
+    key = world.key()
+    writers: list[int] = []
+
+    def on_execute(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO READINGS"):
+            writers.append(threading.get_ident())
+
+    sqlalchemy.event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        for first, size in ((0, 3), (100, 40)):
+            readings = [Reading("gw", first + i, i, b"p%d" % i) for i in range(size)]
+            batch = [SignedReading(r, sign_reading(r, key)) for r in readings]
+            batch[1] = SignedReading(batch[1].reading, batch[2].signature)  # one forged signature
+
+            async def post(batch: list[SignedReading] = batch) -> tuple[int, list[tuple[str, str | None]]]:
+                verdicts = await svc.ingest_async(batch)
+                return threading.get_ident(), [(v.status, v.code) for v in verdicts]
+
+            loop_thread, verdicts = asyncio.run(post())
+            assert verdicts == [("stored", None), ("refused", "BAD_SIGNATURE")] + [("stored", None)] * (size - 2)
+            assert writers and writers[-1] != loop_thread
+            assert [(v.status, v.code) for v in svc.ingest(batch)] == (
+                [("duplicate", None), ("refused", "BAD_SIGNATURE")] + [("duplicate", None)] * (size - 2))
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", on_execute)
+
+
 def test_sqlite_commits_are_durable_beyond_a_process_crash(tmp_path: Path) -> None:
     """WAL with synchronous=FULL: an acknowledged batch is fsynced before the answer (power-cut safe)."""
     engine = db.make_engine(f"sqlite:///{tmp_path / 'cloud.db'}")

@@ -487,7 +487,7 @@ def create_app(
     async def readings(request: Request) -> Any:
         """Verify and store a batch of signed readings; one verdict per reading (stored, duplicate, refused)."""
         # Runs on the event loop: ingest_async verifies the signatures on worker threads (ECDSA releases the
-        # GIL), so the loop parses and stores other batches meanwhile; the database work stays on the loop.
+        # GIL) and stores on the store thread, so the loop parses and answers other batches meanwhile.
         # The body is parsed by hand (json.loads + SignedReading.from_dict, as strict as ReadingsIn, which
         # documents it): per-item pydantic models cost as much as a fifth of a signature verification.
         batch = _parse_readings(await request.body(), request.headers.get("content-type"), settings.max_batch)

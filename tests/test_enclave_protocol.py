@@ -110,6 +110,47 @@ def test_oversized_frame_is_skipped_and_the_stream_stays_in_sync() -> None:
     assert channel.receive() == b"next"
 
 
+def test_a_frame_that_already_arrived_is_read_without_spinning() -> None:
+    """Pipelining: two requests arrive in one read. The second is taken from the channel's buffer at once, not
+    after the enclave's poll for new input (which cannot see buffered bytes) has run out."""
+    import os
+    import time
+
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, frames(b"first", b"second"))
+        with open(read_end, "rb", buffering=1 << 20, closefd=False) as reader:  # a buffered reader, too
+            channel = Channel(reader, io.BytesIO(), spin=30.0)
+            assert channel.receive() == b"first"
+            start = time.monotonic()
+            assert channel.receive() == b"second"
+            assert time.monotonic() - start < 10.0  # 30 s if it polled the (empty) pipe
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_frames_split_across_reads_are_put_together() -> None:
+    class Trickle(io.RawIOBase):
+        """A raw stream returning at most 3 bytes per read, as a pipe may."""
+
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
+            chunk, self.data = self.data[:3], self.data[3:]
+            buffer[: len(chunk)] = chunk
+            return len(chunk)
+
+    channel = Channel(Trickle(frames(b"a longer first frame", b"", b"x")), io.BytesIO())  # type: ignore[arg-type]
+    assert [channel.receive() for _ in range(3)] == [b"a longer first frame", b"", b"x"]
+    with pytest.raises(ChannelClosed, match="between frames"):
+        channel.receive()
+
+
 @pytest.mark.parametrize("data", [b"\x05\x00", frames(b"abcdef")[:-2], struct.pack("<I", 1 << 30) + b"xx"])
 def test_truncated_stream_is_closed_channel(data: bytes) -> None:
     with pytest.raises(ChannelClosed):

@@ -11,13 +11,15 @@ quotes and signatures: private keys stay in the enclave process.
 from __future__ import annotations
 
 import enum
-import io
+import fcntl
 import os
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -30,7 +32,6 @@ from sgx_iot.enclave.image import installed_source_root
 from sgx_iot.enclave.loader import LAUNCH_USAGE
 from sgx_iot.enclave.protocol import (
     MAX_FRAME,
-    READ_BUFFER,
     STATUS_ERROR,
     STATUS_OK,
     Channel,
@@ -50,6 +51,11 @@ from sgx_iot.sgx.report import Report
 
 MAX_BATCH = 4096
 """Most messages per SIGN ECALL; :meth:`EnclaveClient.sign` splits longer batches (one unseal per ECALL)."""
+PIPE_SIZE = 1024 * 1024
+"""Size asked of the kernel for the pipe to the enclave (Linux' default largest: ``/proc/sys/fs/pipe-max-size``)."""
+IN_FLIGHT = 2
+"""ECALLs a stream (:meth:`EnclaveClient.sign_stream`) keeps in flight: the enclave signs one batch while the host
+reads the answer to the previous one."""
 _STOP_TIMEOUT = 10.0
 
 
@@ -129,7 +135,9 @@ class EnclaveClient:
         self._stderr: IO[bytes] | None = None
         self._reader: IO[bytes] | None = None
         self._channel: Channel | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._streaming = False
+        self._pipeline_limit = 0
         self._last_key: tuple[bytes, ec.EllipticCurvePublicKey] | None = None
         self.identity: EnclaveIdentity | None = None
         self.platform_kind = ""
@@ -168,7 +176,8 @@ class EnclaveClient:
             cwd=str(self._source_root) if self._command is None else None,
         )  # fmt: skip
         assert self._process.stdin is not None and self._process.stdout is not None
-        self._reader = io.BufferedReader(self._process.stdout, buffer_size=READ_BUFFER)  # type: ignore[arg-type]
+        self._pipeline_limit = _pipeline_limit(self._process.stdin.fileno(), self._process.stdout.fileno())
+        self._reader = self._process.stdout  # unbuffered: the Channel buffers
         self._channel = Channel(self._reader, self._process.stdin, tap=self._tap)
         try:
             items = self._receive()
@@ -218,15 +227,10 @@ class EnclaveClient:
 
     def call(self, op: int, items: Sequence[bytes]) -> list[bytes]:
         """One ECALL; the result items, or :class:`EnclaveError` with the enclave's code."""
-        try:
-            body = encode_body(op, items)
-        except ValueError as exc:
-            raise UsageError(f"the request is too large for one ECALL: {exc}") from None
+        body = _encode(op, items)
         with self._lock:
-            try:
-                self.channel.send(body)
-            except ChannelClosed:
-                raise self._exited() from None
+            self._refuse_during_stream()
+            self._send(body)
             return self._receive()
 
     def provision(self, policy: SealPolicy = SealPolicy.MRSIGNER) -> Provisioned:
@@ -257,22 +261,81 @@ class EnclaveClient:
         :meth:`sign` over the data; used for large files)."""
         return self._sign(Op.SIGN_DIGESTS, sealed, digests)
 
+    def sign_stream(self, sealed: bytes, batches: Iterable[Sequence[bytes]]) -> Iterator[Signatures]:
+        """SIGN each of ``batches`` (read lazily) and yield its :class:`Signatures`, in order, as :meth:`sign`
+        would, but with the next batch's ECALL sent before the previous answer is read: the enclave signs one
+        batch while the host takes the answer to the last one, so a stream of small batches is not slowed by a
+        process wake-up per ECALL (``docs/ecall-protocol.md``, pipelining).
+
+        Exhaust or close the iterator: while it is open no other ECALL of this client runs (another thread's
+        waits; this thread's raises ``UsageError``). Closing it early waits for the answers already asked for.
+        """
+        return self._merged(Op.SIGN, sealed, batches)
+
     # --- internals -----------------------------------------------------------------------------------------
 
     def _sign(self, op: Op, sealed: bytes, messages: Sequence[bytes]) -> Signatures:
-        public_key: ec.EllipticCurvePublicKey | None = None
-        signatures: list[bytes] = []
-        for chunk in _batches(messages, budget=MAX_FRAME - len(sealed) - 64):
-            items = self.call(op, [sealed, *chunk])
-            _expect(items, len(chunk) + 1, op.name)
-            key = self._cached_public_key(items[0])
-            if public_key is not None and key != public_key:
-                raise FormatError("EcallResponse", "public_key", None, "the enclave changed key within one batch")
-            public_key = key
-            signatures.extend(items[1:])
-        if public_key is None:
-            public_key = self.public_key(sealed)
-        return Signatures(public_key, signatures)
+        [result] = self._merged(op, sealed, [messages])
+        return result
+
+    def _merged(self, op: Op, sealed: bytes, batches: Iterable[Sequence[bytes]]) -> Iterator[Signatures]:
+        """One :class:`Signatures` per batch: the answers of the ECALLs of :meth:`_stream` put back together."""
+        merged: Signatures | None = None
+        with closing(self._stream(op, sealed, batches)) as results:  # closed (drained) here, not at GC
+            for result, last in results:
+                merged = result if merged is None else Signatures(merged.public_key, merged.signatures
+                                                                  + _same_key(merged, result).signatures)
+                if last:
+                    yield merged
+                    merged = None
+
+    def _stream(self, op: Op, sealed: bytes, batches: Iterable[Sequence[bytes]]) -> Iterator[tuple[Signatures, bool]]:
+        """The answer to every ECALL the batches are split into, in order, each with True if it is its batch's
+        last, with up to :data:`IN_FLIGHT` ECALLs in flight (an empty batch is one ECALL too: it answers the key).
+
+        Why this cannot deadlock: a request is sent while another is unanswered only if its frame fits in the
+        pipe with room to spare (:func:`_pipeline_limit`), and at most one is unanswered then; the enclave has
+        read all of that one before it writes its answer, so the host's write completes and it goes on to read.
+        """
+        with self._lock:
+            self._refuse_during_stream()
+            self._streaming = True
+            in_flight: deque[tuple[int, bool]] = deque()  # (messages, last of its batch) of unanswered requests
+            budget = MAX_FRAME - len(sealed) - 64
+            try:
+                for batch in batches:
+                    chunks = list(_batches(batch, budget=budget)) or [[]]
+                    for number, chunk in enumerate(chunks, 1):
+                        body = _encode(op, [sealed, *chunk])
+                        while in_flight and (len(in_flight) >= IN_FLIGHT or len(body) + 4 > self._pipeline_limit):
+                            yield self._signatures(op, *in_flight.popleft())
+                        self._send(body)
+                        in_flight.append((len(chunk), number == len(chunks)))
+                while in_flight:
+                    yield self._signatures(op, *in_flight.popleft())
+            finally:
+                try:
+                    for _ in in_flight:  # stopped early: take the answers asked for, so the channel stays in step
+                        self.channel.receive()
+                except (ChannelClosed, FormatError, UsageError):
+                    pass
+                self._streaming = False
+
+    def _signatures(self, op: Op, count: int, last: bool) -> tuple[Signatures, bool]:
+        items = self._receive()
+        _expect(items, count + 1, op.name)
+        return Signatures(self._cached_public_key(items[0]), items[1:]), last
+
+    def _send(self, body: bytes) -> None:
+        try:
+            self.channel.send(body)
+        except ChannelClosed:
+            raise self._exited() from None
+
+    def _refuse_during_stream(self) -> None:
+        if self._streaming:
+            raise UsageError("an ECALL stream of this enclave is still open in this thread; exhaust or close it "
+                             "before making another ECALL")
 
     def _cached_public_key(self, spki: bytes) -> ec.EllipticCurvePublicKey:
         if self._last_key is None or self._last_key[0] != spki:
@@ -315,6 +378,29 @@ class EnclaveClient:
         return lines[-1] if lines else ""
 
 
+def _encode(op: int, items: Sequence[bytes]) -> bytes:
+    try:
+        return encode_body(op, items)
+    except ValueError as exc:
+        raise UsageError(f"the request is too large for one ECALL: {exc}") from None
+
+
+def _pipeline_limit(requests: int, responses: int) -> int:
+    """Largest frame that may be sent while another request is unanswered: the capacity of the pipe of
+    ``requests`` (enlarged to :data:`PIPE_SIZE`, as the pipe of ``responses`` is, when the kernel allows) less one
+    page, which the enclave may hold half-read; 0 (never pipeline) when the capacity cannot be known."""
+    for fd in (requests, responses):
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except (OSError, AttributeError):
+            pass  # over the kernel's limit for this user, or not a pipe: keep the size it has
+    try:
+        capacity = fcntl.fcntl(requests, fcntl.F_GETPIPE_SZ)
+    except (OSError, AttributeError):
+        return 0
+    return max(0, capacity - 4096)
+
+
 def _batches(messages: Sequence[bytes], *, budget: int) -> Iterator[list[bytes]]:
     if len(messages) <= MAX_BATCH and sum(map(len, messages)) + 4 * len(messages) <= budget:
         if messages:
@@ -334,6 +420,13 @@ def _batches(messages: Sequence[bytes], *, budget: int) -> Iterator[list[bytes]]
         size += cost
     if chunk:
         yield chunk
+
+
+def _same_key(first: Signatures, then: Signatures) -> Signatures:
+    """``then``, after checking that the enclave signed it with ``first``'s key (one batch, one key)."""
+    if then.public_key != first.public_key:
+        raise FormatError("EcallResponse", "public_key", None, "the enclave changed key within one batch")
+    return then
 
 
 def _expect(items: list[bytes], count: int, op: str) -> None:

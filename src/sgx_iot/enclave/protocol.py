@@ -6,9 +6,11 @@ A byte stream (the enclave process's stdin/stdout pipes) carries frames::
     body  = version u8 (= 1) ‖ kind u8 ‖ count u32 ‖ count × size u32 ‖ the items' bytes, concatenated
 
 In a request ``kind`` is the :class:`Op`; in a response it is :data:`STATUS_OK` (items = the results) or
-:data:`STATUS_ERROR` (items = [code ASCII, message UTF-8]). Requests and responses alternate strictly. The decoders
+:data:`STATUS_ERROR` (items = [code ASCII, message UTF-8]). The enclave answers every request, in order, before it
+reads the next one (the host may send the next request before reading an answer: pipelining). The decoders
 raise only :class:`~sgx_iot.errors.FormatError`; the enclave answers any malformed request with an error response
-and keeps serving. This module is part of the measured enclave image: it imports nothing of sgx-iot but the error family.
+and keeps serving. This module is part of the measured enclave image: it imports nothing of sgx-iot but the error
+family.
 """
 
 from __future__ import annotations
@@ -36,9 +38,8 @@ STATUS_ERROR = 1
 
 _LENGTH = struct.Struct("<I")
 _BODY = struct.Struct("<BBI")
-_DISCARD_CHUNK = 64 * 1024
 READ_BUFFER = 1024 * 1024
-"""Read buffer of either end: one read() system call takes a whole frame of up to this size when it has arrived."""
+"""Most bytes one read system call of either end takes: a whole frame of up to this size when it has arrived."""
 _IDENTITY = struct.Struct("<32s32sHHHHI16s16s")
 ENCLAVE_SPIN = 0.0005
 """Seconds the enclave polls for the next request before it blocks in read(). A wake-up from a blocking read on
@@ -149,14 +150,18 @@ Tap = Callable[[str, bytes], None]
 
 
 class Channel:
-    """Frames over a pair of binary streams. Not thread-safe; one request in flight at a time.
+    """Frames over a pair of binary streams. Not thread-safe.
 
-    ``spin`` > 0: before a blocking read of the next frame, poll the reader's file descriptor for up to ``spin``
-    seconds (see :data:`ENCLAVE_SPIN`); the reader must then have a ``fileno()``.
+    The channel keeps its own read buffer, filled by one ``readinto1`` (or, on a raw stream, one ``readinto``) of up
+    to :data:`READ_BUFFER` bytes at a time, so it knows when the next frame has already arrived.
+    ``spin`` > 0: when nothing is buffered, poll the reader's file descriptor for up to ``spin`` seconds (see
+    :data:`ENCLAVE_SPIN`) before a blocking read of the next frame; the reader must then have a ``fileno()``.
     """
 
     def __init__(self, reader: BinaryIO, writer: BinaryIO, *, tap: Tap | None = None, spin: float = 0.0) -> None:
-        self._reader = reader
+        self._read_into: Callable[[memoryview], int | None] = getattr(reader, "readinto1", None) or reader.readinto
+        self._chunk = memoryview(bytearray(READ_BUFFER))  # one allocation: a fresh 1 MiB per read would cost more
+        self._buffer = bytearray()
         self._writer = writer
         self._tap = tap
         self._spin = spin
@@ -188,7 +193,7 @@ class Channel:
     def receive(self) -> bytes:
         """The next frame's body. Raises :class:`ChannelClosed` at end of stream and :class:`FrameTooLarge`
         (after skipping the frame's bytes) when the announced length exceeds :data:`MAX_FRAME`."""
-        if self._poll is not None:
+        if self._poll is not None and not self._buffer:
             self._spin_until_readable(self._poll)
         header = self._read_exact(_LENGTH.size, at_boundary=True)
         (length,) = _LENGTH.unpack(header)
@@ -203,30 +208,35 @@ class Channel:
         return body
 
     def _spin_until_readable(self, poll: Callable[[int], list[tuple[int, int]]]) -> None:
-        # Data already in the reader's buffer is not seen by poll(): then this only delays by at most ``spin``.
         deadline = time.perf_counter() + self._spin
         while not poll(0) and time.perf_counter() < deadline:
             pass
 
+    def _fill(self) -> bool:
+        """Read what has arrived (blocking until something has) into the buffer; False at end of stream."""
+        count = self._read_into(self._chunk)
+        if not count:
+            return False
+        self._buffer += self._chunk[:count]
+        return True
+
     def _read_exact(self, n: int, *, at_boundary: bool) -> bytes:
-        data = self._reader.read(n) if n else b""
-        if data is None:  # pragma: no cover - only for non-blocking streams, which are not used
-            data = b""
-        while len(data) < n:
-            more = self._reader.read(n - len(data))
-            if not more:
-                where = "between frames" if at_boundary and not data else "in the middle of a frame"
+        while len(self._buffer) < n:
+            if not self._fill():
+                where = "between frames" if at_boundary and not self._buffer else "in the middle of a frame"
                 raise ChannelClosed(f"the ECALL channel was closed {where}")
-            data += more
+        with memoryview(self._buffer) as view:
+            data = bytes(view[:n])
+        del self._buffer[:n]
         return data
 
     def _discard(self, n: int) -> None:
         while n:
-            chunk = self._reader.read(min(n, _DISCARD_CHUNK))
-            if not chunk:
+            if not self._buffer and not self._fill():
                 raise ChannelClosed("the ECALL channel was closed in the middle of an oversized frame")
-            n -= len(chunk)
-
+            taken = min(n, len(self._buffer))
+            del self._buffer[:taken]
+            n -= taken
 
 
 def encode_identity(identity: object) -> bytes:
@@ -261,5 +271,5 @@ def stdio_channel() -> Channel:
     prints there goes to stderr instead. Polls for :data:`ENCLAVE_SPIN` before blocking on the next request."""
     frames_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    frames_in = open(sys.stdin.fileno(), "rb", buffering=READ_BUFFER, closefd=False)  # noqa: SIM115 - process-long
+    frames_in = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115 - the Channel buffers
     return Channel(frames_in, frames_out, spin=ENCLAVE_SPIN)

@@ -149,9 +149,25 @@ def test_sign_stdin_one_signature_per_line(work: Path, encoding: str) -> None:
         key.verify(signature, line, ec.ECDSA(hashes.SHA256()))
 
 
+@pytest.mark.parametrize("batch", ["1", "3", "4096"])
+def test_sign_stdin_in_small_batches_keeps_every_line_in_order(work: Path, batch: str) -> None:
+    """--batch N: lines go to the enclave N per ECALL as a pipelined stream; output order and count are those
+    of the input whatever N (1 and 3 do not divide the 10 lines evenly into one batch)."""
+    lines = [b"line %d" % i for i in range(10)]
+    out = cli("gateway", "sign", "--state", work / "state", "--stdin", "--batch", batch,
+              input=b"\n".join(lines)).splitlines()  # no final newline: the last line counts too
+    key = public_key(work / "state" / "public_key.pem")
+    assert len(out) == len(lines)
+    for line, text in zip(lines, out, strict=True):
+        key.verify(bytes.fromhex(text), line, ec.ECDSA(hashes.SHA256()))
+
+
 def test_sign_usage_errors(work: Path) -> None:
     assert "not both" in cli("gateway", "sign", "--state", work / "state", code=2)
     assert "does not exist" in cli("gateway", "sign", "--state", work / "state", work / "missing", code=2)
+    assert "--stdin only" in cli("gateway", "sign", "--state", work / "state", "--batch", "5", work / "x", code=2)
+    for bad in ("0", "4097"):
+        cli("gateway", "sign", "--state", work / "state", "--stdin", "--batch", bad, input=b"x\n", code=2)
 
 
 def test_attest_evidence_verifies_and_binds_key_and_nonce(work: Path) -> None:

@@ -21,7 +21,7 @@ from sgx_iot.errors import FormatError, UsageError
 from sgx_iot.gateway.attestation import collect_evidence, parse_nonce
 from sgx_iot.gateway.provisioning import init_gateway
 from sgx_iot.gateway.session import GatewaySession
-from sgx_iot.gateway.signing import sign_files, sign_lines
+from sgx_iot.gateway.signing import LINES_PER_ECALL, sign_files, sign_lines
 from sgx_iot.gateway.state import GatewayConfig, GatewayState, default_state_folder, sha256_hex
 
 
@@ -82,22 +82,30 @@ def test_no_temporary_files_are_left_behind(provisioned: GatewayState) -> None:
     assert names == ["enclave.sigstruct", "gateway.json", "public_key.pem", "sealed_key.bin"]
 
 
-def test_stdin_lines_are_signed_in_one_ecall(provisioned: GatewayState) -> None:
+def test_stdin_lines_are_signed_in_ecalls_of_256(provisioned: GatewayState) -> None:
     frames: list[tuple[str, bytes]] = []
     with GatewaySession(provisioned, tap=lambda d, b: frames.append((d, b))) as running:
         lines = [f"reading {i}\n".encode() for i in range(300)] + [b"last line without newline"]
-        signatures = list(sign_lines(running, lines))
+        batches = list(sign_lines(running, lines))
     sent = [decode_body(data[4:]) for direction, data in frames if direction == "send"]
-    assert [m.kind for m in sent] == [Op.SIGN]  # one ECALL for the whole input
-    assert len(sent[0].items) == 1 + len(lines)
-    key = provisioned.public_key()
+    assert [m.kind for m in sent] == [Op.SIGN, Op.SIGN]  # LINES_PER_ECALL lines per ECALL, then the rest
+    assert [len(m.items) for m in sent] == [1 + LINES_PER_ECALL, 1 + len(lines) - LINES_PER_ECALL]
+    assert [d for d, _ in frames[-4:]] == ["send", "send", "receive", "receive"]  # the second sent before the
+    key = provisioned.public_key()                                                # first answer was read
+    signatures = [signature for batch in batches for signature in batch]
     for line, signature in zip(lines, signatures, strict=True):
         key.verify(signature, line.rstrip(b"\n"), ec.ECDSA(hashes.SHA256()))
 
 
 def test_sign_lines_batches(session: GatewaySession) -> None:
-    signatures = list(sign_lines(session, [b"a\n", b"b\n", b"c"], batch=2))
-    assert len(signatures) == 3
+    batches = list(sign_lines(session, [b"a\n", b"b\n", b"c"], batch=2))
+    assert [len(b) for b in batches] == [2, 1]
+    key = session.state.public_key()
+    for line, signature in zip([b"a", b"b", b"c"], batches[0] + batches[1], strict=True):
+        key.verify(signature, line, ec.ECDSA(hashes.SHA256()))
+    for bad in (0, 4097):
+        with pytest.raises(UsageError, match="batch size"):
+            list(sign_lines(session, [b"a"], batch=bad))
 
 
 def test_sign_files_requires_files(session: GatewaySession, tmp_path: Path) -> None:

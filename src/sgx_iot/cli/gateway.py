@@ -10,12 +10,12 @@ from typing import Any
 import typer
 
 from sgx_iot.cli._common import console, err_console, handle_errors, print_json
-from sgx_iot.enclave.host import SealPolicy
+from sgx_iot.enclave.host import MAX_BATCH, SealPolicy
 from sgx_iot.gateway.attestation import attest as attest_gateway
 from sgx_iot.gateway.attestation import parse_nonce
 from sgx_iot.gateway.provisioning import identity_summary, init_gateway
 from sgx_iot.gateway.session import GatewaySession
-from sgx_iot.gateway.signing import sign_files, sign_lines
+from sgx_iot.gateway.signing import LINES_PER_ECALL, sign_files, sign_lines
 from sgx_iot.gateway.state import GatewayState, public_key_pem
 from sgx_iot._fs import atomic_write_text
 from sgx_iot.errors import UsageError
@@ -133,14 +133,17 @@ def sign(
     stdin: bool = typer.Option(False, "--stdin", help="Sign each line of standard input (without its newline); "
                                "print one signature per line."),
     base64_: bool = typer.Option(False, "--base64", help="With --stdin: base64 signatures instead of hex."),
+    batch: int = typer.Option(LINES_PER_ECALL, "--batch", min=1, max=MAX_BATCH, help="With --stdin: lines per "
+                              "ECALL. Signatures of a batch are printed once two more batches were read or the "
+                              "input ended: use small batches for a slow, live input."),
     state: Path | None = state_option(),
     platform: Path | None = platform_option(),
 ) -> None:
     """Sign data in the enclave: ECDSA P-256 / SHA-256, DER (what `openssl dgst -sha256 -sign` makes).
 
     Files are signed in one batch and each signature is written beside its file as FILE.sig; the command prints
-    the public key's path. With --stdin, lines are signed in batches (one ECALL each) and the signatures printed
-    in input order.
+    the public key's path. With --stdin, lines are signed in batches of --batch lines (one ECALL each, two in
+    flight) and the signatures printed in input order, one per line.
 
     Examples:
 
@@ -149,17 +152,21 @@ def sign(
       openssl dgst -sha256 -verify ~/.local/share/sgx-iot/gateway/public_key.pem -signature Sensor_Data.sig Sensor_Data
 
       printf 'reading 1\\nreading 2\\n' | sgx-iot gateway sign --stdin --base64
+
+      tail -f sensor.log | sgx-iot gateway sign --stdin --batch 1
     """
     if stdin == bool(files):
         raise UsageError("give files to sign, or --stdin (not both)")
     if base64_ and not stdin:
         raise UsageError("--base64 applies to --stdin only (file signatures are written as DER)")
+    if batch != LINES_PER_ECALL and not stdin:
+        raise UsageError("--batch applies to --stdin only (files are signed in one batch)")
     with GatewaySession(GatewayState(state), platform=platform) as session:
         if stdin:
             encode = (lambda s: base64.b64encode(s).decode("ascii")) if base64_ else bytes.hex
-            for signature in sign_lines(session, sys.stdin.buffer):
-                sys.stdout.write(encode(signature) + "\n")
-            sys.stdout.flush()
+            for signatures in sign_lines(session, sys.stdin.buffer, batch=batch):
+                sys.stdout.write("".join(encode(signature) + "\n" for signature in signatures))
+                sys.stdout.flush()
             return
         result = sign_files(session, files)
     for path in result.signatures:

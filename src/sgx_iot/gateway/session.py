@@ -8,7 +8,7 @@ folder, on the configured platform) and keeps it for every call of the block. En
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -87,6 +87,17 @@ class GatewaySession:
     def sign(self, messages: Sequence[bytes]) -> Signatures:
         """Sign ``messages`` in the enclave with the sealed key (one unseal per ECALL, batches of up to 4096)."""
         return self._with_sealed_key(lambda sealed: self._client.sign(sealed, messages), _public_key_of)
+
+    def sign_stream(self, batches: Iterable[Sequence[bytes]]) -> Iterator[Signatures]:
+        """Sign a stream of batches, one :class:`Signatures` per batch in order, two ECALLs in flight
+        (:meth:`~sgx_iot.enclave.host.EnclaveClient.sign_stream`: exhaust or close the iterator)."""
+        sealed = self.state.sealed_key()
+        try:
+            for result in self._client.sign_stream(sealed, batches):
+                self._heal(sealed, result.public_key)
+                yield result
+        except EnclaveError as exc:
+            raise with_advice(exc) from None
 
     def sign_digests(self, digests: Sequence[bytes]) -> Signatures:
         """Sign data given by its SHA-256 ``digests`` (for files of any size)."""

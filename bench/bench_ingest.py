@@ -192,7 +192,8 @@ def main() -> int:
                 best: Round | None = None
                 raw_best = raw_cpu_best = float("inf")
                 for _ in range(rounds):
-                    readings = [Reading("bench-gw", seq + i, 1_700_000_000 + seq + i, PAYLOAD) for i in range(per_round)]
+                    readings = [Reading("bench-gw", seq + i, 1_700_000_000 + seq + i, PAYLOAD)
+                                for i in range(per_round)]
                     seq += per_round
                     signed = [SignedReading(rd, sign_reading(rd, key)) for rd in readings]
                     measured = post_round(url, server.pid, workers, signed, batch_size)

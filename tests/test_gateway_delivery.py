@@ -58,16 +58,20 @@ def cloud_payloads(e2e: E2E, name: str) -> list[bytes]:
 def test_send_signs_in_batches_and_the_cloud_stores_verified_readings(e2e: E2E) -> None:
     state = e2e.gateway("gw-send")
     ecalls: list[int] = []
+    unanswered = [1, 0]  # now (the enclave's ready frame answers an implicit request), most
 
     def tap(direction: str, frame: bytes) -> None:
         if direction == "send":
             ecalls.append(frame[5])
+        unanswered[0] += 1 if direction == "send" else -1
+        unanswered[1] = max(unanswered)
 
     sent = payloads(250)
     with delivery_for(state, batch=100, tap=tap) as delivery:
         report = delivery.send(sent)
     assert (report.stored, report.duplicates, report.refused, report.pending, report.error) == (250, 0, 0, 0, None)
     assert ecalls.count(Op.SIGN) == 3  # one ECALL per batch of 100
+    assert unanswered[1] == 2  # signed as a stream: the next batch in flight while one batch's signatures are stored
     stored = e2e.cloud.readings("gw-send")
     assert [r.seq for r in stored] == list(range(250))
     assert [r.payload for r in stored] == sent
@@ -273,6 +277,20 @@ def test_signed_readings_survive_a_key_replacement_and_are_stored_after_register
     key = state.public_key()
     for r in stored:
         verify_reading(Reading("gw-rekey", r.seq, r.timestamp, r.payload), r.signature, key)
+
+
+def test_a_key_mismatch_stops_the_signing_stream_and_leaves_the_enclave_usable(e2e: E2E) -> None:
+    """Provisioned again, not registered again: the first signed batch of the stream shows the new key, signing
+    stops with a usage error, no signature is stored, and the stream is closed (the enclave answers the next
+    ECALL of the same session)."""
+    state = e2e.gateway("gw-rekey-3")
+    init_gateway(state, platform=e2e.world.platform, force=True)
+    with delivery_for(state, batch=10) as delivery:
+        delivery.accept(payloads(25))
+        with pytest.raises(UsageError, match="register"):
+            delivery.sign_pending()
+        assert delivery.signer.sign([b"next ECALL"]).signatures
+        assert len(delivery.outbox.unsigned(100)) == 25
 
 
 def test_an_upload_only_round_checks_the_enclave_key_first(e2e: E2E) -> None:

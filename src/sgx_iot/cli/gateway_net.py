@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from rich.table import Table
 
 from sgx_iot.cli._common import EXIT_USAGE, EXIT_VERIFICATION_FAILED, console, err_console, handle_errors, print_json
 from sgx_iot.cli.gateway import app, platform_option, state_option
+from sgx_iot.enclave.host import Signatures
 from sgx_iot.errors import UsageError
 from sgx_iot.gateway.cloud_client import CloudClient, RetryPolicy
 from sgx_iot.gateway.delivery import DEFAULT_BATCH, Delivery, DeliveryReport
@@ -119,10 +121,19 @@ class _LazySession:
         self._state, self._platform, self._stack = state, platform, stack
         self._session: GatewaySession | None = None
 
-    def sign(self, messages: Any) -> Any:
+    def _started(self) -> GatewaySession:
         if self._session is None:
             self._session = self._stack.enter_context(GatewaySession(self._state, platform=self._platform))
-        return self._session.sign(messages)
+        return self._session
+
+    def sign(self, messages: Any) -> Any:
+        return self._started().sign(messages)
+
+    def sign_stream(self, batches: Iterable[Sequence[bytes]]) -> Iterator[Signatures]:
+        batches = iter(batches)
+        first = next(batches, None)
+        if first is not None:
+            yield from self._started().sign_stream(itertools.chain([first], batches))
 
 
 def _read_payloads(files: list[Path]) -> list[bytes]:

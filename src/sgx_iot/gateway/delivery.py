@@ -25,7 +25,9 @@ The long-running loop of ``gateway run`` (input → outbox → :meth:`Delivery.d
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,9 +53,13 @@ _CONTENT_STATUSES = frozenset({400, 413, 422})
 
 class Signer(Protocol):
     """Signs messages in the enclave (one ECALL per call, as far as the ECALL size allows); ``sign([])`` gives the
-    enclave's public key and no signature."""
+    enclave's public key and no signature. ``sign_stream`` signs batches read lazily, one result per batch, with
+    the next batch's ECALL in flight while the caller handles a result (as
+    :class:`~sgx_iot.gateway.session.GatewaySession` does)."""
 
     def sign(self, messages: Sequence[bytes]) -> Signatures: ...
+
+    def sign_stream(self, batches: Iterable[Sequence[bytes]]) -> Iterator[Signatures]: ...
 
 
 @dataclass
@@ -133,16 +139,30 @@ class Delivery:
         return self.outbox.enqueue(self.gateway, payloads, source=source, offset=offset)
 
     def sign_pending(self) -> int:
-        """Sign every unsigned entry, ``batch`` readings per ECALL; return how many were signed."""
+        """Sign every unsigned entry, ``batch`` readings per ECALL; return how many were signed.
+
+        The batches go to the enclave as a stream: while the signatures of one batch are committed to the outbox
+        (an fsync), the enclave signs the next."""
+        in_flight: deque[list[Reading]] = deque()
+
+        def batches() -> Iterator[list[bytes]]:
+            after = -1
+            while readings := self.outbox.unsigned(self.batch, after=after):
+                in_flight.append(readings)
+                after = readings[-1].seq
+                yield [r.to_bytes() for r in readings]
+
         total = 0
-        while readings := self.outbox.unsigned(self.batch):
-            result = self.signer.sign([r.to_bytes() for r in readings])
-            if len(result.signatures) != len(readings):
-                raise FormatError("EcallResponse", "signatures", None,
-                                  f"{len(result.signatures)} signatures for {len(readings)} readings")
-            key = self._check_key(result)
-            self.outbox.set_signatures(((r.seq, s) for r, s in zip(readings, result.signatures, strict=True)), key)
-            total += len(readings)
+        with closing(self.signer.sign_stream(batches())) as results:  # closed now even when a check raises
+            for result in results:
+                readings = in_flight.popleft()
+                if len(result.signatures) != len(readings):
+                    raise FormatError("EcallResponse", "signatures", None,
+                                      f"{len(result.signatures)} signatures for {len(readings)} readings")
+                key = self._check_key(result)
+                self.outbox.set_signatures(((r.seq, s) for r, s in zip(readings, result.signatures, strict=True)),
+                                           key)
+                total += len(readings)
         return total
 
     def resign_stale(self, key_sha256: str) -> int:

@@ -279,10 +279,10 @@ class Outbox:
 
     # --- reading -------------------------------------------------------------------------------------------
 
-    def unsigned(self, limit: int) -> list[Reading]:
-        """Up to ``limit`` entries not signed yet, oldest first."""
+    def unsigned(self, limit: int, *, after: int = -1) -> list[Reading]:
+        """Up to ``limit`` entries not signed yet, with a sequence number above ``after``, oldest first."""
         rows = self._db.execute("SELECT gateway, seq, timestamp, payload FROM pending WHERE signature IS NULL "
-                                "ORDER BY seq LIMIT ?", (limit,)).fetchall()  # fmt: skip
+                                "AND seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()  # fmt: skip
         return [Reading(g, s, t, bytes(p)) for g, s, t, p in rows]
 
     def ready(self, limit: int, *, after: int = -1, key_sha256: str | None = None) -> list[SignedReading]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -93,9 +94,10 @@ class GatewaySession:
         (:meth:`~sgx_iot.enclave.host.EnclaveClient.sign_stream`: exhaust or close the iterator)."""
         sealed = self.state.sealed_key()
         try:
-            for result in self._client.sign_stream(sealed, batches):
-                self._heal(sealed, result.public_key)
-                yield result
+            with closing(self._client.sign_stream(sealed, batches)) as results:
+                for result in results:
+                    self._heal(sealed, result.public_key)
+                    yield result
         except EnclaveError as exc:
             raise with_advice(exc) from None
 

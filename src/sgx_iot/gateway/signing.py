@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -86,5 +86,6 @@ def sign_lines(session: GatewaySession, lines: Iterable[bytes], *, batch: int = 
         if pending:
             yield pending
 
-    for result in session.sign_stream(batches()):
-        yield result.signatures
+    with closing(session.sign_stream(batches())) as results:
+        for result in results:
+            yield result.signatures

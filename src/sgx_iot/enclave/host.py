@@ -275,8 +275,8 @@ class EnclaveClient:
     # --- internals -----------------------------------------------------------------------------------------
 
     def _sign(self, op: Op, sealed: bytes, messages: Sequence[bytes]) -> Signatures:
-        if len(messages) <= MAX_BATCH and sum(map(len, messages)) + 4 * len(messages) <= MAX_FRAME // 2:
-            items = self.call(op, [sealed, *messages])  # one ECALL: the common case, without the stream's machinery
+        if _fits_one_ecall(messages, budget=_budget(sealed)):
+            items = self.call(op, [sealed, *messages])  # the common case, without the stream's machinery
             _expect(items, len(messages) + 1, op.name)
             return Signatures(self._cached_public_key(items[0]), items[1:])
         [result] = self._merged(op, sealed, [messages])
@@ -305,7 +305,7 @@ class EnclaveClient:
             self._refuse_during_stream()
             self._streaming = True
             in_flight: deque[tuple[int, bool]] = deque()  # (messages, last of its batch) of unanswered requests
-            budget = MAX_FRAME - len(sealed) - 64
+            budget = _budget(sealed)
             try:
                 for batch in batches:
                     chunks = list(_batches(batch, budget=budget)) or [[]]
@@ -405,8 +405,18 @@ def _pipeline_limit(requests: int, responses: int) -> int:
     return max(0, capacity - 4096)
 
 
+def _budget(sealed: bytes) -> int:
+    """Bytes of messages one SIGN ECALL with the key ``sealed`` may carry (their 4-byte sizes included)."""
+    return MAX_FRAME - len(sealed) - 64
+
+
+def _fits_one_ecall(messages: Sequence[bytes], *, budget: int) -> bool:
+    return len(messages) <= MAX_BATCH and sum(map(len, messages)) + 4 * len(messages) <= budget
+
+
 def _batches(messages: Sequence[bytes], *, budget: int) -> Iterator[list[bytes]]:
-    if len(messages) <= MAX_BATCH and sum(map(len, messages)) + 4 * len(messages) <= budget:
+    """``messages`` in chunks of one ECALL each (``UsageError`` for a message too large for any)."""
+    if _fits_one_ecall(messages, budget=budget):
         if messages:
             yield list(messages)
         return

@@ -180,6 +180,63 @@ def test_sign_digests_and_sign_still_make_one_answer(client: EnclaveClient, seal
     assert empty.signatures == [] and empty.public_key == result.public_key
 
 
+def test_a_stream_closed_by_another_thread_releases_the_enclave(client: EnclaveClient, sealed: bytes) -> None:
+    stream = client.sign_stream(sealed, [messages(b) for b in range(6)])
+    next(stream)
+    closer = threading.Thread(target=stream.close)
+    closer.start()
+    closer.join(timeout=30)
+    done: list[int] = []
+    other = threading.Thread(target=lambda: done.append(len(client.sign(sealed, [b"after"]).signatures)))
+    other.start()
+    other.join(timeout=30)
+    assert done == [1]
+    assert_signed(client.public_key(sealed), [b"here too"], client.sign(sealed, [b"here too"]).signatures)
+
+
+def test_when_the_input_fails_the_signatures_already_made_come_first(client: EnclaveClient, sealed: bytes) -> None:
+    def batches() -> Iterator[list[bytes]]:
+        yield messages(1)
+        yield messages(2)
+        raise OSError("the input went away")
+
+    got: list[int] = []
+    with pytest.raises(OSError, match="went away"):
+        for result in client.sign_stream(sealed, batches()):
+            got.append(len(result.signatures))
+    assert got == [len(messages(1)), len(messages(2))]
+    too_big = [b"x" * (client._pipeline_limit + 1), b"y" * (16 * 1024 * 1024)]  # the second fits no ECALL
+    got.clear()
+    with pytest.raises(UsageError, match="digest"):
+        for result in client.sign_stream(sealed, [messages(3), too_big]):
+            got.append(len(result.signatures))
+    assert got == [len(messages(3))]
+
+
+def test_an_ecall_interrupted_while_it_waits_leaves_the_next_one_correct(client: EnclaveClient,
+                                                                         sealed: bytes) -> None:
+    """An exception raised in the host while it waits for an answer (here from a signal handler, as Ctrl-C
+    does) leaves that answer owed: the next ECALL reads and drops it, and gets its own answer."""
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(*_: object) -> None:
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.02)
+        with pytest.raises(Interrupted):
+            client.sign(sealed, [b"%d" % i for i in range(4000)])  # about 0.1 s of signing: the read is waiting
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    after = client.sign(sealed, [b"after the interruption"])
+    assert_signed(client.public_key(sealed), [b"after the interruption"], after.signatures)
+
+
 def test_pipeline_limit_is_zero_when_the_capacity_is_unknown(tmp_path: Path) -> None:
     with open(tmp_path / "not-a-pipe", "wb") as handle:
-        assert _pipeline_limit(handle.fileno(), handle.fileno()) == 0
+        assert _pipeline_limit(handle.fileno()) == 0

@@ -135,8 +135,9 @@ class EnclaveClient:
         self._stderr: IO[bytes] | None = None
         self._reader: IO[bytes] | None = None
         self._channel: Channel | None = None
-        self._lock = threading.RLock()
-        self._streaming = False
+        self._lock = threading.Lock()  # not an RLock: a stream may be closed by another thread than its own
+        self._stream_owner: int | None = None  # the thread whose sign_stream is open
+        self._owed = 0  # answers the enclave owes for requests sent; read (and dropped) before the next request
         self._pipeline_limit = 0
         self._last_key: tuple[bytes, ec.EllipticCurvePublicKey] | None = None
         self.identity: EnclaveIdentity | None = None
@@ -176,9 +177,10 @@ class EnclaveClient:
             cwd=str(self._source_root) if self._command is None else None,
         )  # fmt: skip
         assert self._process.stdin is not None and self._process.stdout is not None
-        self._pipeline_limit = _pipeline_limit(self._process.stdin.fileno(), self._process.stdout.fileno())
+        self._pipeline_limit = _pipeline_limit(self._process.stdin.fileno())
         self._reader = self._process.stdout  # unbuffered: the Channel buffers
         self._channel = Channel(self._reader, self._process.stdin, tap=self._tap)
+        self._owed = 1  # the ready frame: the answer to an implicit IDENTITY request
         try:
             items = self._receive()
             fields = decode_identity(items[0]) if len(items) == 2 else None
@@ -228,8 +230,9 @@ class EnclaveClient:
     def call(self, op: int, items: Sequence[bytes]) -> list[bytes]:
         """One ECALL; the result items, or :class:`EnclaveError` with the enclave's code."""
         body = _encode(op, items)
+        self._refuse_during_stream()
         with self._lock:
-            self._refuse_during_stream()
+            self._settle()
             self._send(body)
             return self._receive()
 
@@ -267,8 +270,11 @@ class EnclaveClient:
         batch while the host takes the answer to the last one, so a stream of small batches is not slowed by a
         process wake-up per ECALL (``docs/ecall-protocol.md``, pipelining).
 
-        Exhaust or close the iterator: while it is open no other ECALL of this client runs (another thread's
-        waits; this thread's raises ``UsageError``). Closing it early waits for the answers already asked for.
+        Use it under ``contextlib.closing`` (or exhaust it): while it is open no other ECALL of this client runs
+        (another thread's waits; this thread's raises ``UsageError``), and an iterator merely dropped stays open as
+        long as something refers to it (a traceback being handled does). Answers asked for and not taken when
+        it closes are read and dropped before the next ECALL. When ``batches`` raises, the signatures already
+        made are yielded first.
         """
         return self._merged(Op.SIGN, sealed, batches)
 
@@ -287,43 +293,55 @@ class EnclaveClient:
         merged: Signatures | None = None
         with closing(self._stream(op, sealed, batches)) as results:  # closed (drained) here, not at GC
             for result, last in results:
-                merged = result if merged is None else Signatures(merged.public_key, merged.signatures
-                                                                  + _same_key(merged, result).signatures)
+                if merged is None:
+                    merged = result
+                else:
+                    merged.signatures.extend(_same_key(merged, result).signatures)
                 if last:
                     yield merged
                     merged = None
 
     def _stream(self, op: Op, sealed: bytes, batches: Iterable[Sequence[bytes]]) -> Iterator[tuple[Signatures, bool]]:
         """The answer to every ECALL the batches are split into, in order, each with True if it is its batch's
-        last, with up to :data:`IN_FLIGHT` ECALLs in flight (an empty batch is one ECALL too: it answers the key).
+        last (an empty batch is one ECALL too: it answers the key). The request for one ECALL is sent before the
+        answer to the previous one is read, so at most :data:`IN_FLIGHT` are unanswered at any time; the answer to
+        a batch comes once the next batch has been read.
 
         Why this cannot deadlock: a request is sent while another is unanswered only if its frame fits in the
         pipe with room to spare (:func:`_pipeline_limit`), and at most one is unanswered then; the enclave has
         read all of that one before it writes its answer, so the host's write completes and it goes on to read.
         """
+        self._refuse_during_stream()
+        budget = _budget(sealed)
         with self._lock:
-            self._refuse_during_stream()
-            self._streaming = True
-            in_flight: deque[tuple[int, bool]] = deque()  # (messages, last of its batch) of unanswered requests
-            budget = _budget(sealed)
+            self._stream_owner = threading.get_ident()
             try:
-                for batch in batches:
-                    chunks = list(_batches(batch, budget=budget)) or [[]]
+                self._settle()
+                in_flight: deque[tuple[int, bool]] = deque()  # (messages, last of its batch) of unanswered requests
+                batches = iter(batches)
+                while True:
+                    try:
+                        batch = next(batches, None)
+                        chunks = None if batch is None else (list(_batches(batch, budget=budget)) or [[]])
+                    except Exception:
+                        while in_flight:  # hand over what was signed before the input failed
+                            yield self._signatures(op, *in_flight.popleft())
+                        raise
+                    if chunks is None:
+                        break
                     for number, chunk in enumerate(chunks, 1):
                         body = _encode(op, [sealed, *chunk])
-                        while in_flight and (len(in_flight) >= IN_FLIGHT or len(body) + 4 > self._pipeline_limit):
-                            yield self._signatures(op, *in_flight.popleft())
+                        if len(body) + 4 > self._pipeline_limit:
+                            while in_flight:
+                                yield self._signatures(op, *in_flight.popleft())
                         self._send(body)
                         in_flight.append((len(chunk), number == len(chunks)))
+                        while len(in_flight) >= IN_FLIGHT:
+                            yield self._signatures(op, *in_flight.popleft())
                 while in_flight:
                     yield self._signatures(op, *in_flight.popleft())
             finally:
-                try:
-                    for _ in in_flight:  # stopped early: take the answers asked for, so the channel stays in step
-                        self.channel.receive()
-                except (ChannelClosed, FormatError, UsageError):
-                    pass
-                self._streaming = False
+                self._stream_owner = None
 
     def _signatures(self, op: Op, count: int, last: bool) -> tuple[Signatures, bool]:
         items = self._receive()
@@ -335,9 +353,27 @@ class EnclaveClient:
             self.channel.send(body)
         except ChannelClosed:
             raise self._exited() from None
+        except BaseException:
+            # Interrupted (KeyboardInterrupt, …) perhaps halfway through the frame: the enclave would read the
+            # next request from the middle of this one. Stop it; the next ECALL then says it has exited.
+            if self._process is not None:
+                self._process.kill()
+            raise
+        self._owed += 1
+
+    def _settle(self) -> None:
+        """Read and drop the answers still owed (a stream closed early, an ECALL interrupted while it waited)."""
+        while self._owed:
+            try:
+                self.channel.receive()
+            except ChannelClosed:
+                raise self._exited() from None
+            except FormatError:
+                pass  # an oversized frame, skipped: it was an answer all the same
+            self._owed -= 1
 
     def _refuse_during_stream(self) -> None:
-        if self._streaming:
+        if self._stream_owner == threading.get_ident():
             raise UsageError("an ECALL stream of this enclave is still open in this thread; exhaust or close it "
                              "before making another ECALL")
 
@@ -347,10 +383,15 @@ class EnclaveClient:
         return self._last_key[1]
 
     def _receive(self) -> list[bytes]:
+        """The items of the next answer (one answer owed less), or the enclave's refusal as an exception."""
         try:
             body = self.channel.receive()
         except ChannelClosed:
             raise self._exited() from None
+        except FormatError:  # an oversized answer, skipped
+            self._owed -= 1
+            raise
+        self._owed -= 1
         message = decode_body(body, "EcallResponse")
         if message.kind == STATUS_ERROR:
             code, text = decode_error(message.items)
@@ -389,15 +430,14 @@ def _encode(op: int, items: Sequence[bytes]) -> bytes:
         raise UsageError(f"the request is too large for one ECALL: {exc}") from None
 
 
-def _pipeline_limit(requests: int, responses: int) -> int:
+def _pipeline_limit(requests: int) -> int:
     """Largest frame that may be sent while another request is unanswered: the capacity of the pipe of
-    ``requests`` (enlarged to :data:`PIPE_SIZE`, as the pipe of ``responses`` is, when the kernel allows) less one
-    page, which the enclave may hold half-read; 0 (never pipeline) when the capacity cannot be known."""
-    for fd in (requests, responses):
-        try:
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-        except (OSError, AttributeError):
-            pass  # over the kernel's limit for this user, or not a pipe: keep the size it has
+    ``requests`` (enlarged to :data:`PIPE_SIZE` when the kernel allows) less one page, which the enclave may hold
+    half-read; 0 (never pipeline) when the capacity cannot be known."""
+    try:
+        fcntl.fcntl(requests, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except (OSError, AttributeError):
+        pass  # over the kernel's limit for this user, or not a pipe: keep the size it has
     try:
         capacity = fcntl.fcntl(requests, fcntl.F_GETPIPE_SZ)
     except (OSError, AttributeError):

@@ -7,7 +7,7 @@ A byte stream (the enclave process's stdin/stdout pipes) carries frames::
 
 In a request ``kind`` is the :class:`Op`; in a response it is :data:`STATUS_OK` (items = the results) or
 :data:`STATUS_ERROR` (items = [code ASCII, message UTF-8]). The enclave answers every request, in order, before it
-reads the next one (the host may send the next request before reading an answer: pipelining). The decoders
+handles the next one (the host may send the next request before reading an answer: pipelining). The decoders
 raise only :class:`~sgx_iot.errors.FormatError`; the enclave answers any malformed request with an error response
 and keeps serving. This module is part of the measured enclave image: it imports nothing of sgx-iot but the error
 family.
@@ -192,20 +192,25 @@ class Channel:
 
     def receive(self) -> bytes:
         """The next frame's body. Raises :class:`ChannelClosed` at end of stream and :class:`FrameTooLarge`
-        (after skipping the frame's bytes) when the announced length exceeds :data:`MAX_FRAME`."""
+        (after skipping the frame's bytes) when the announced length exceeds :data:`MAX_FRAME`.
+
+        Nothing is taken from the buffer until the whole frame has arrived: a receive interrupted while it waits
+        (an exception raised in the middle of the read) leaves the stream where it was, for the next receive."""
         if self._poll is not None and not self._buffer:
             self._spin_until_readable(self._poll)
-        header = self._read_exact(_LENGTH.size, at_boundary=True)
-        (length,) = _LENGTH.unpack(header)
+        self._fill_to(_LENGTH.size, at_boundary=True)
+        (length,) = _LENGTH.unpack_from(self._buffer)
         if length > MAX_FRAME:
+            header = self._take(_LENGTH.size)
             self._discard(length)
             if self._tap is not None:
                 self._tap("receive", header)
             raise FrameTooLarge(length, MAX_FRAME)
-        body = self._read_exact(length, at_boundary=False)
+        self._fill_to(_LENGTH.size + length, at_boundary=False)
+        frame = self._take(_LENGTH.size + length)
         if self._tap is not None:
-            self._tap("receive", header + body)
-        return body
+            self._tap("receive", frame)
+        return frame[_LENGTH.size :]
 
     def _spin_until_readable(self, poll: Callable[[int], list[tuple[int, int]]]) -> None:
         deadline = time.perf_counter() + self._spin
@@ -220,11 +225,14 @@ class Channel:
         self._buffer += self._chunk[:count]
         return True
 
-    def _read_exact(self, n: int, *, at_boundary: bool) -> bytes:
+    def _fill_to(self, n: int, *, at_boundary: bool) -> None:
+        """Read until the buffer holds at least ``n`` bytes (:class:`ChannelClosed` if the stream ends first)."""
         while len(self._buffer) < n:
             if not self._fill():
                 where = "between frames" if at_boundary and not self._buffer else "in the middle of a frame"
                 raise ChannelClosed(f"the ECALL channel was closed {where}")
+
+    def _take(self, n: int) -> bytes:
         with memoryview(self._buffer) as view:
             data = bytes(view[:n])
         del self._buffer[:n]

@@ -341,6 +341,23 @@ def test_ingest_async_stores_off_the_event_loop(engine: sqlalchemy.Engine, world
         sqlalchemy.event.remove(engine, "before_cursor_execute", on_execute)
 
 
+def test_an_in_memory_database_is_one_database_for_every_thread(world: SimWorld) -> None:
+    """sqlite:// (in memory): the store thread of ingest_async and the caller's thread see the same database."""
+    import asyncio
+
+    engine = db.make_engine("sqlite://")
+    db.migrate(engine)
+    svc = service(engine, world)
+    svc.register("gw", world.evidence(svc.issue_challenge().nonce))
+    key = world.key()
+    for first, size in ((0, 2), (10, 30)):
+        readings = [Reading("gw", first + i, i, b"m") for i in range(size)]
+        batch = [SignedReading(r, sign_reading(r, key)) for r in readings]
+        assert {v.status for v in asyncio.run(svc.ingest_async(batch))} == {"stored"}
+    assert len(svc.list_readings(limit=1000)) == 32
+    engine.dispose()
+
+
 def test_sqlite_commits_are_durable_beyond_a_process_crash(tmp_path: Path) -> None:
     """WAL with synchronous=FULL: an acknowledged batch is fsynced before the answer (power-cut safe)."""
     engine = db.make_engine(f"sqlite:///{tmp_path / 'cloud.db'}")

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from sgx_iot.errors import UsageError
 
@@ -38,6 +39,10 @@ def make_engine(url: str, *, schema: str | None = None) -> Engine:
     if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            # An in-memory database exists once per connection: every thread (the store thread of ingest, the
+            # request threads) must share the one connection, or each would see its own empty database.
+            kwargs["poolclass"] = StaticPool
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     elif backend == "postgresql":
         kwargs["pool_pre_ping"] = True  # survive server restarts

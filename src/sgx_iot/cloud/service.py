@@ -61,7 +61,7 @@ _MESSAGE_LIMIT = 1000
 # (ingest_async) off the event loop, which meanwhile parses and stores other batches. On a multi-core machine
 # this nearly doubles the verifications per second of one service worker.
 _VERIFY_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sgx-iot-verify")
-_PARALLEL_FROM = 16  # below this many signatures, the thread hop costs more than it saves
+_PARALLEL_FROM = 16  # below this many signatures, splitting them over two threads costs more than it saves
 # The storing transaction of ingest_async runs on its own thread: the event loop is not blocked while SQLite
 # commits (fsync) and can parse and answer other requests meanwhile. One thread: writes serialize in the
 # database anyway, and a second writer would only wait on SQLite's lock.

@@ -134,8 +134,8 @@ def sign(
                                "print one signature per line."),
     base64_: bool = typer.Option(False, "--base64", help="With --stdin: base64 signatures instead of hex."),
     batch: int = typer.Option(LINES_PER_ECALL, "--batch", min=1, max=MAX_BATCH, help="With --stdin: lines per "
-                              "ECALL. Signatures of a batch are printed once two more batches were read or the "
-                              "input ended: use small batches for a slow, live input."),
+                              "ECALL. Signatures of a batch are printed once the next batch was read or the input "
+                              "ended: use small batches for a slow, live input."),
     state: Path | None = state_option(),
     platform: Path | None = platform_option(),
 ) -> None:

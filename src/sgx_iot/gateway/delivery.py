@@ -1,12 +1,12 @@
 """Delivering readings: outbox first, enclave signature, upload in batches, per-reading verdicts.
 
-:class:`Delivery` ties the outbox (:mod:`sgx_iot.gateway.outbox`), the enclave (anything with
-``sign(messages) -> Signatures``, normally a :class:`~sgx_iot.gateway.session.GatewaySession`) and the cloud
+:class:`Delivery` ties the outbox (:mod:`sgx_iot.gateway.outbox`), the enclave (a :class:`Signer`:
+``sign`` and ``sign_stream``, normally a :class:`~sgx_iot.gateway.session.GatewaySession`) and the cloud
 (:class:`~sgx_iot.gateway.cloud_client.CloudClient`):
 
 1. :meth:`Delivery.accept` stores payloads durably and gives them sequence numbers;
-2. :meth:`Delivery.sign_pending` signs what is not signed yet, one ECALL per batch, the canonical encoding of
-   :class:`~sgx_iot.verify.readings.Reading`, and refuses to sign with a key other than the registered one;
+2. :meth:`Delivery.sign_pending` signs what is not signed yet, one (pipelined) ECALL per batch, the canonical
+   encoding of :class:`~sgx_iot.verify.readings.Reading`, and refuses to sign with a key other than the registered one;
 3. :meth:`Delivery.upload_pending` first checks that the enclave's key is the registered one (otherwise nothing
    is uploaded: the readings wait until the gateway is registered again) and signs again, one ECALL per batch,
    the entries signed by another key (the gateway was provisioned again since: ``init --force``, or an ``init``

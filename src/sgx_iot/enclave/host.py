@@ -291,7 +291,7 @@ class EnclaveClient:
     def _merged(self, op: Op, sealed: bytes, batches: Iterable[Sequence[bytes]]) -> Iterator[Signatures]:
         """One :class:`Signatures` per batch: the answers of the ECALLs of :meth:`_stream` put back together."""
         merged: Signatures | None = None
-        with closing(self._stream(op, sealed, batches)) as results:  # closed (drained) here, not at GC
+        with closing(self._stream(op, sealed, batches)) as results:  # closed here, not whenever GC runs
             for result, last in results:
                 if merged is None:
                     merged = result

@@ -251,7 +251,7 @@ def test_concurrent_registrations_with_one_nonce(engine: sqlalchemy.Engine, worl
 
 def test_ingest_and_queries(engine: sqlalchemy.Engine, world: SimWorld) -> None:
     svc = service(engine, world)
-    svc.register("gw", world.evidence(svc.issue_challenge().nonce))
+    assert svc.register("gw", world.evidence(svc.issue_challenge().nonce)).gateway.next_seq == 0
     key = world.key()
 
     def signed(seq: int, payload: bytes, ts: int = 100, gateway: str = "gw") -> SignedReading:
@@ -264,6 +264,7 @@ def test_ingest_and_queries(engine: sqlalchemy.Engine, world: SimWorld) -> None:
         ("stored", None), ("stored", None), ("duplicate", None), ("refused", "REPLAYED_READING"),
         ("refused", "UNKNOWN_GATEWAY")]
     assert [v.acknowledged for v in verdicts] == [True, True, True, False, False]
+    assert svc.get_gateway("gw").next_seq == 3 and [g.next_seq for g in svc.list_gateways()] == [3]
     again = svc.ingest([signed(1, b"a"), signed(2, b"b", 200)])  # re-signed: new signatures, same readings
     assert [v.status for v in again] == ["duplicate", "duplicate"]
     stored = svc.list_readings("gw")

@@ -330,15 +330,34 @@ def test_a_schema_1_outbox_is_signed_again_and_delivered(e2e: E2E) -> None:
     assert cloud_payloads(e2e, "gw-legacy") == payloads(3)
 
 
-def test_a_lost_outbox_reuses_numbers_and_the_cloud_refuses_them(e2e: E2E) -> None:
-    """Why sequence numbers must be durable: with the outbox deleted, numbers restart and the cloud sees replays."""
+def test_a_lost_outbox_continues_after_the_numbers_the_cloud_holds(e2e: E2E) -> None:
+    """Sequence numbers must never be reused (the cloud refuses them as REPLAYED_READING). A gateway whose outbox
+    was deleted asks the cloud where to continue; with the cloud unreachable it continues from the clock (in
+    microseconds, above any number counted from 0); registering again also continues after the cloud's numbers."""
     state = e2e.gateway("gw-lost")
-    assert e2e.cli(state, "gateway", "send", "--stdin", input=b"first\n").returncode == 0
+    assert e2e.cli(state, "gateway", "send", "--stdin", input=b"first\nsecond\n").returncode == 0
     (state.folder / OUTBOX_FILE).unlink()
-    result = e2e.cli(state, "gateway", "send", "--stdin", input=b"second\n")
-    assert result.returncode == 1 and b"REPLAYED_READING" in result.stdout
+    result = e2e.cli(state, "gateway", "send", "--stdin", input=b"third\n")
+    assert result.returncode == 0 and b"REPLAYED_READING" not in result.stdout, result.stdout
+    assert [(r.seq, r.payload) for r in e2e.cloud.readings("gw-lost")] == [(0, b"first"), (1, b"second"),
+                                                                          (2, b"third")]
+    (state.folder / OUTBOX_FILE).unlink()
+    e2e.cloud.stop()
+    before = time.time_ns() // 1000
+    with delivery_for(state) as delivery:
+        report = delivery.send([b"offline"])
+    assert (report.stored, report.pending) == (0, 1)
+    e2e.cloud.start()
+    with delivery_for(state) as delivery:
+        report = delivery.deliver()
+    assert (report.stored, report.pending, report.dead_lettered) == (1, 0, 0)
+    last = e2e.cloud.readings("gw-lost")[-1]
+    assert last.payload == b"offline" and before <= last.seq <= time.time_ns() // 1000
+    (state.folder / OUTBOX_FILE).unlink()
+    e2e.register(state, "gw-lost")
     with Outbox.in_folder(state.folder) as outbox:
-        assert [d.code for d in outbox.dead_letters()] == ["REPLAYED_READING"]
+        assert outbox.next_seq() == last.seq + 1
+        assert outbox.continue_from(5) == last.seq + 1  # never backwards
 
 
 def test_revoked_and_unregistered_gateways(e2e: E2E, tmp_path: Path) -> None:

@@ -92,7 +92,7 @@ def test_cli_register_and_status(e2e: E2E) -> None:
     assert info["registration"]["name"] == "gw-cli"
     assert "ear" not in info["registration"]  # the token is not printed by status
     assert info["key_matches_registration"] is True
-    assert info["outbox"] is None
+    assert (info["outbox"]["pending"], info["outbox"]["next_seq"]) == (0, 0)  # registering creates the outbox
     text = e2e.cli(state, "gateway", "status")
     assert text.returncode == 0 and b"gw-cli" in text.stdout and b"not registered" not in text.stdout
 
@@ -191,3 +191,16 @@ def test_client_maps_refusals_and_outages(e2e: E2E) -> None:
     for bad in ["", "127.0.0.1:8000", "http://", "http://h/?q=1", "file:///x"]:
         with pytest.raises(UsageError):
             CloudClient(bad)
+
+
+def test_next_seq_in_a_gateway_document_is_checked() -> None:
+    """The cloud's next_seq decides the gateway's numbering: only a sequence number is taken (0 when absent, from
+    a cloud too old to send it)."""
+    from sgx_iot.errors import FormatError
+    from sgx_iot.gateway.cloud_client import _next_seq
+
+    assert [_next_seq({"next_seq": n}) for n in (0, 5, 2**63)] == [0, 5, 2**63]
+    assert _next_seq({}) == 0
+    for bad in (-1, True, "3", 2**63 + 1, 1.5, None):
+        with pytest.raises(FormatError, match="next_seq"):
+            _next_seq({"next_seq": bad})

@@ -84,6 +84,8 @@ class GatewayOut(BaseModel):
     revoked_at: int | None
     revoked_reason: str | None
     platform_id: str | None = Field(description="hex PPID of the platform the name is bound to")
+    next_seq: int = Field(description="one more than the highest sequence number stored for this gateway (0 "
+                          "before its first reading): a gateway that lost its outbox continues from here")
 
 
 class RegisterOut(BaseModel):
@@ -364,7 +366,7 @@ def _gateway_out(info: Any) -> dict[str, Any]:
         "platform": info.platform, "enclave": info.enclave, "tcb_status": info.tcb_status,
         "advisory_ids": info.advisory_ids, "policy_id": info.policy_id, "created_at": info.created_at,
         "updated_at": info.updated_at, "revoked_at": info.revoked_at, "revoked_reason": info.revoked_reason,
-        "platform_id": info.platform_id,
+        "platform_id": info.platform_id, "next_seq": info.next_seq,
     }
 
 

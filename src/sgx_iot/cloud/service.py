@@ -29,7 +29,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import Engine, and_, bindparam, delete, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -92,6 +92,16 @@ def _verify_all(checks: Sequence[tuple[int, SignedReading, ec.EllipticCurvePubli
     return first + other.result()
 
 
+def next_seqs(session: Session, gateway_ids: Sequence[int]) -> dict[int, int]:
+    """:attr:`GatewayInfo.next_seq` of each gateway id (one query; the unique (gateway, seq) index answers it)."""
+    highest: dict[int, int] = {}
+    if gateway_ids:
+        query = (select(ReadingRow.gateway_id, func.max(ReadingRow.seq))
+                 .where(ReadingRow.gateway_id.in_(gateway_ids)).group_by(ReadingRow.gateway_id))
+        highest = {gid: seq for gid, seq in session.execute(query)}
+    return {gid: highest[gid] + 1 if gid in highest else 0 for gid in gateway_ids}
+
+
 class NotFoundError(SgxIotError):
     """Something named does not exist (``code`` says what)."""
 
@@ -128,10 +138,13 @@ class GatewayInfo:
     revoked_at: int | None
     revoked_reason: str | None
     platform_id: str | None = None
+    next_seq: int = 0
+    """One more than the highest sequence number stored for the gateway (0 before its first reading): where a
+    gateway that lost its outbox must continue numbering (a used number is refused as REPLAYED_READING)."""
 
     @classmethod
-    def from_row(cls, row: GatewayRow) -> GatewayInfo:
-        """From its database row."""
+    def from_row(cls, row: GatewayRow, next_seq: int = 0) -> GatewayInfo:
+        """From its database row, and its next sequence number (:func:`next_seqs`)."""
         return cls(
             name=row.name, status="revoked" if row.revoked_at is not None else "active",
             public_key_pem=row.public_key_pem, key_sha256=row.key_sha256, platform=row.platform,
@@ -139,7 +152,7 @@ class GatewayInfo:
                      "isv_svn": row.isv_svn},
             tcb_status=row.tcb_status, advisory_ids=json.loads(row.advisory_ids), policy_id=row.policy_id,
             created_at=row.created_at, updated_at=row.updated_at, revoked_at=row.revoked_at,
-            revoked_reason=row.revoked_reason, platform_id=row.platform_id,
+            revoked_reason=row.revoked_reason, platform_id=row.platform_id, next_seq=next_seq,
         )
 
 
@@ -368,7 +381,7 @@ class CloudService:
                 isv_svn=enclave.isv_svn, tcb_status=fields["tcb_status"], advisory_ids=fields["advisory_ids"],
                 policy_id=result.policy_id, nonce=result.nonce.hex(), ear=token, platform_id=result.platform_id,
             ))
-            info = GatewayInfo.from_row(row)
+            info = GatewayInfo.from_row(row, next_seqs(s, [row.id])[row.id])
         return Registration(info, token, result, created, key_changed)
 
     # --- registry -------------------------------------------------------------------------------------------
@@ -376,7 +389,9 @@ class CloudService:
     def list_gateways(self) -> list[GatewayInfo]:
         """Every registered gateway, by name."""
         with self.sessions() as s:
-            return [GatewayInfo.from_row(r) for r in s.scalars(select(GatewayRow).order_by(GatewayRow.name))]
+            rows = list(s.scalars(select(GatewayRow).order_by(GatewayRow.name)))
+            seqs = next_seqs(s, [r.id for r in rows])
+            return [GatewayInfo.from_row(r, seqs[r.id]) for r in rows]
 
     def get_gateway(self, name: str) -> GatewayInfo:
         """The gateway called ``name`` (``NotFoundError`` GATEWAY_NOT_FOUND otherwise)."""
@@ -384,9 +399,9 @@ class CloudService:
             raise _not_found(name)
         with self.sessions() as s:
             row = s.scalars(select(GatewayRow).where(GatewayRow.name == name)).first()
-        if row is None:
-            raise _not_found(name)
-        return GatewayInfo.from_row(row)
+            if row is None:
+                raise _not_found(name)
+            return GatewayInfo.from_row(row, next_seqs(s, [row.id])[row.id])
 
     def revoke(self, name: str, reason: str = "", *, remote: str | None = None) -> GatewayInfo:
         """Revoke gateway ``name``: its readings are refused from now on and it cannot register again."""
@@ -403,7 +418,7 @@ class CloudService:
                 s.add(AuditRow(at=now, action="revoke", gateway=name, code="GATEWAY_REVOKED",
                                message=_text(reason or "revoked by an administrator", _MESSAGE_LIMIT),
                                remote=remote))
-            return GatewayInfo.from_row(row)
+            return GatewayInfo.from_row(row, next_seqs(s, [row.id])[row.id])
 
     # --- readings -------------------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import httpx
 from sgx_iot import __version__
 from sgx_iot.errors import FormatError, SgxIotError, UsageError, VerificationError
 from sgx_iot.verify.evidence import Evidence
-from sgx_iot.verify.readings import SignedReading
+from sgx_iot.verify.readings import MAX_SEQ, SignedReading
 
 DEFAULT_TIMEOUT = 30.0
 _MAX_ERROR_TEXT = 300
@@ -102,6 +102,8 @@ class RegisterAnswer:
     policy_id: str
     tcb_status: str
     gateway: dict[str, Any] = field(repr=False)
+    next_seq: int = 0
+    """Where the gateway's numbering must continue: one more than the highest sequence number the cloud stored."""
 
 
 @dataclass(frozen=True)
@@ -195,8 +197,13 @@ class CloudClient:
             name=_field(gateway, "name", str), key_sha256=_field(gateway, "key_sha256", str),
             ear=_field(doc, "ear", str), created=_field(doc, "created", bool),
             key_changed=_field(doc, "key_changed", bool), policy_id=_field(gateway, "policy_id", str),
-            tcb_status=_field(gateway, "tcb_status", str), gateway=gateway,
+            tcb_status=_field(gateway, "tcb_status", str), gateway=gateway, next_seq=_next_seq(gateway),
         )  # fmt: skip
+
+    def next_seq(self, name: str) -> int:
+        """``GET /v1/gateways/{name}``: one more than the highest sequence number the cloud stored for gateway
+        ``name`` (0 when it stored none). ``CloudRefusal`` 404 when no such gateway is registered."""
+        return _next_seq(self._request("GET", f"/v1/gateways/{name}", idempotent=True))
 
     def upload(self, readings: Sequence[SignedReading]) -> list[Verdict]:
         """``POST /v1/readings``: one verdict per reading, in order (checked against what was sent)."""
@@ -293,6 +300,14 @@ def _error_text(response: httpx.Response) -> str:
 
 def _describe(exc: httpx.TransportError) -> str:
     return str(exc) or type(exc).__name__
+
+
+def _next_seq(gateway: dict[str, Any]) -> int:
+    """The ``next_seq`` of a gateway document (0 from a cloud too old to send it)."""
+    value = gateway.get("next_seq", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ + 1:
+        raise FormatError("cloud response", "next_seq", None, "is not a sequence number")
+    return value
 
 
 def _field(doc: dict[str, Any], name: str, kind: type) -> Any:

@@ -25,6 +25,7 @@ The long-running loop of ``gateway run`` (input → outbox → :meth:`Delivery.d
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
@@ -128,6 +129,7 @@ class Delivery:
         self.batch = batch
         self.max_request_bytes = max_request_bytes
         self._enclave_key: str | None = None  # learned from the last signing of this round, if any
+        self._numbering_checked = not outbox.created
 
     # --- the three steps -----------------------------------------------------------------------------------
 
@@ -136,6 +138,8 @@ class Delivery:
         """Store ``payloads`` durably as new readings (sequence numbers allocated in the same transaction)."""
         if not payloads:
             return []
+        if not self._numbering_checked:
+            self._continue_numbering()
         return self.outbox.enqueue(self.gateway, payloads, source=source, offset=offset)
 
     def sign_pending(self) -> int:
@@ -235,6 +239,20 @@ class Delivery:
         return self.deliver()
 
     # --- internals -----------------------------------------------------------------------------------------
+
+    def _continue_numbering(self) -> None:
+        """The outbox was created now: if the gateway had one before (registration creates it), it was lost, and
+        its readings must not reuse the sequence numbers the cloud holds (REPLAYED_READING). Ask the cloud where
+        to continue; when it cannot be asked, continue from the current time in microseconds, above every number
+        a gateway numbering from 0 can have used."""
+        try:
+            floor = self.client.next_seq(self.gateway)
+        except CloudRefusal as exc:
+            floor = 0 if exc.status == 404 else time.time_ns() // 1000  # 404: not registered, nothing to avoid
+        except (CloudUnavailable, FormatError):
+            floor = time.time_ns() // 1000
+        self.outbox.continue_from(floor)
+        self._numbering_checked = True
 
     def _check_key(self, result: Signatures) -> str:
         """The fingerprint of the key that made ``result``; ``UsageError`` unless it is the registered one. It is

@@ -136,6 +136,8 @@ class Outbox:
                     if statement.strip():
                         self._db.execute(statement)
                 version = self._meta("schema_version")
+                self.created = version is None
+                """True when this object created the outbox file (a gateway that had one before lost it)."""
                 if version is None:
                     self._set_meta("schema_version", str(SCHEMA_VERSION))
                     self._set_meta("next_seq", "0")
@@ -313,6 +315,18 @@ class Outbox:
     def depth(self) -> int:
         """How many readings wait for an acknowledgement (signed or not)."""
         return int(self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
+
+    def continue_from(self, seq: int) -> int:
+        """Number new readings from ``seq`` on, unless the outbox is already past it; return the next number.
+
+        For a gateway that lost its outbox: the cloud refuses a used number as REPLAYED_READING."""
+        if not 0 <= seq <= MAX_SEQ + 1:
+            raise UsageError(f"{seq} is not a sequence number")
+        with self._write():
+            current = int(self._meta("next_seq") or "0")
+            if seq > current:
+                self._set_meta("next_seq", str(seq))
+            return max(seq, current)
 
     def next_seq(self) -> int:
         """The sequence number the next reading will get."""

@@ -24,6 +24,7 @@ from sgx_iot._fs import atomic_write
 from sgx_iot.errors import FormatError, UsageError
 from sgx_iot.gateway.attestation import collect_evidence
 from sgx_iot.gateway.cloud_client import CloudClient, normalise_url
+from sgx_iot.gateway.outbox import Outbox
 from sgx_iot.gateway.session import GatewaySession
 from sgx_iot.gateway.state import GatewayState, json_document
 from sgx_iot.verify.evidence import Evidence
@@ -164,6 +165,8 @@ def _register(state: GatewayState, url: str, name: str, session: GatewaySession,
         enclave=dict(evidence.enclave),
     )  # fmt: skip
     store_registration(state, registration)
+    with Outbox.in_folder(state.folder) as outbox:  # numbering continues after what the cloud already holds
+        outbox.continue_from(answer.next_seq)
     return registration
 
 

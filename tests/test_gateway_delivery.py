@@ -330,10 +330,11 @@ def test_a_schema_1_outbox_is_signed_again_and_delivered(e2e: E2E) -> None:
     assert cloud_payloads(e2e, "gw-legacy") == payloads(3)
 
 
-def test_a_lost_outbox_continues_after_the_numbers_the_cloud_holds(e2e: E2E) -> None:
-    """Sequence numbers must never be reused (the cloud refuses them as REPLAYED_READING). A gateway whose outbox
-    was deleted asks the cloud where to continue; with the cloud unreachable it continues from the clock (in
-    microseconds, above any number counted from 0); registering again also continues after the cloud's numbers."""
+def test_a_lost_outbox_continues_after_the_numbers_the_cloud_holds(e2e: E2E, tmp_path: Path) -> None:
+    """Sequence numbers are never reused (the cloud would refuse them as REPLAYED_READING). An outbox not made by
+    `gateway register` (the old one was lost) numbers its readings provisionally; before signing any, the gateway
+    asks the cloud where to continue and renumbers them. While the cloud cannot tell, they wait unsigned, in any
+    process; registering again also renumbers them."""
     state = e2e.gateway("gw-lost")
     assert e2e.cli(state, "gateway", "send", "--stdin", input=b"first\nsecond\n").returncode == 0
     (state.folder / OUTBOX_FILE).unlink()
@@ -341,23 +342,48 @@ def test_a_lost_outbox_continues_after_the_numbers_the_cloud_holds(e2e: E2E) -> 
     assert result.returncode == 0 and b"REPLAYED_READING" not in result.stdout, result.stdout
     assert [(r.seq, r.payload) for r in e2e.cloud.readings("gw-lost")] == [(0, b"first"), (1, b"second"),
                                                                           (2, b"third")]
+
+    # Lost again, and the cloud is down: the readings are stored, provisionally numbered, and wait unsigned.
     (state.folder / OUTBOX_FILE).unlink()
     e2e.cloud.stop()
-    before = time.time_ns() // 1000
     with delivery_for(state) as delivery:
-        report = delivery.send([b"offline"])
-    assert (report.stored, report.pending) == (0, 1)
+        report = delivery.send([b"offline-1", b"offline-2"])
+        assert (report.signed, report.stored, report.pending) == (0, 0, 2)
+        assert report.error is not None and "sequence numbers" in report.error
+        assert not delivery.outbox.numbering_confirmed()
+    # A sending process that did not create the outbox (deliver only) still waits for the cloud's answer.
+    assert e2e.cli(state, "gateway", "send", "--stdin", input=b"").returncode != 0
+    with Outbox.in_folder(state.folder) as outbox:
+        assert [r.seq for r in outbox.unsigned(10)] == [0, 1] and not outbox.numbering_confirmed()
+    # Not an sgx-iot gateway document (a wrong URL prefix answers 404 NOT_FOUND): still not confirmed.
     e2e.cloud.start()
+    with delivery_for(state, e2e.cloud.url + "/not-the-api") as delivery:
+        assert delivery.deliver().signed == 0 and not delivery.outbox.numbering_confirmed()
     with delivery_for(state) as delivery:
         report = delivery.deliver()
-    assert (report.stored, report.pending, report.dead_lettered) == (1, 0, 0)
-    last = e2e.cloud.readings("gw-lost")[-1]
-    assert last.payload == b"offline" and before <= last.seq <= time.time_ns() // 1000
+    assert (report.signed, report.stored, report.pending, report.dead_lettered) == (2, 2, 0, 0)
+    assert [(r.seq, r.payload) for r in e2e.cloud.readings("gw-lost")][-2:] == [(3, b"offline-1"),
+                                                                               (4, b"offline-2")]
+
+    # Registering again renumbers provisional readings too, and the numbering never goes back.
     (state.folder / OUTBOX_FILE).unlink()
+    with Outbox.in_folder(state.folder) as outbox:
+        outbox.enqueue("gw-lost", [b"before registering"])
     e2e.register(state, "gw-lost")
     with Outbox.in_folder(state.folder) as outbox:
-        assert outbox.next_seq() == last.seq + 1
-        assert outbox.continue_from(5) == last.seq + 1  # never backwards
+        assert [r.seq for r in outbox.unsigned(10)] == [5] and outbox.numbering_confirmed()
+        assert outbox.continue_from(2) == 6
+
+    # A cloud that does not know the gateway (404 GATEWAY_NOT_FOUND) holds none of its numbers.
+    other = CloudServer(tmp_path / "other-cloud", e2e.world.policy(), e2e.world.collateral()).start()
+    try:
+        (state.folder / OUTBOX_FILE).unlink()
+        with delivery_for(state, other.url) as delivery:
+            report = delivery.send([b"elsewhere"])
+            assert delivery.outbox.numbering_confirmed() and report.signed == 1
+            assert [r.reading.seq for r in delivery.outbox.ready(10)] == [0]
+    finally:
+        other.stop()
 
 
 def test_revoked_and_unregistered_gateways(e2e: E2E, tmp_path: Path) -> None:

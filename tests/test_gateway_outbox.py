@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sgx_iot.errors import FormatError
+from sgx_iot.errors import FormatError, UsageError
 from sgx_iot.gateway.cloud_client import RetryPolicy, parse_verdicts
 from sgx_iot.gateway.inputs import LineSource
 from sgx_iot.gateway.outbox import OUTBOX_FILE, Outbox
@@ -193,9 +193,28 @@ def test_a_schema_1_outbox_is_migrated_in_place(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / OUTBOX_FILE) as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
     with Outbox.in_folder(tmp_path) as box:  # and it works as a current outbox
+        assert box.numbering_confirmed()  # an outbox with a history is not provisional
         assert [r.seq for r in box.enqueue("gw", [b"p3"])] == [3]
         box.set_signatures([(1, b"t1"), (2, b"t2")], KEY_A)
         assert [r.reading.seq for r in box.ready(10, key_sha256=KEY_A)] == [1, 2]
+
+
+def test_a_new_outbox_numbers_provisionally_until_continue_from(tmp_path: Path) -> None:
+    """continue_from(n): provisional readings below n move up, in order, by one shift (through numbers other
+    readings still hold); once confirmed, numbers only ever go forward and no reading is renumbered."""
+    with Outbox.in_folder(tmp_path) as box:
+        assert not box.numbering_confirmed()
+        box.enqueue("gw", [b"r%d" % i for i in range(5)])
+        assert box.continue_from(2) == 7
+        assert [(r.seq, r.payload) for r in box.unsigned(10)] == [(2 + i, b"r%d" % i) for i in range(5)]
+        assert box.numbering_confirmed()
+    with Outbox.in_folder(tmp_path) as box:  # confirmed for good: the next process does not ask again
+        assert box.numbering_confirmed() and box.next_seq() == 7
+        assert box.continue_from(100) == 100 and [r.seq for r in box.unsigned(10)] == [2, 3, 4, 5, 6]
+        assert box.continue_from(50) == 100
+        assert [r.seq for r in box.enqueue("gw", [b"next"])] == [100]
+    with Outbox.in_folder(tmp_path) as box, pytest.raises(UsageError):
+        box.continue_from(-1)
 
 
 def test_a_half_migrated_outbox_is_completed(tmp_path: Path) -> None:

@@ -130,8 +130,17 @@ def test_wire_form_round_trip_and_strictness() -> None:
     assert info.value.field == "timestamp"
 
 
+@pytest.mark.parametrize("name", [".", "..", "", "a" * 65, "gw/1", "gw 1", "é"])
+def test_names_that_are_not_gateway_names(name: str) -> None:
+    """"." and ".." are refused too: in a URL path (GET /v1/gateways/{name}) they would name folders."""
+    with pytest.raises(FormatError) as info:
+        Reading(name, 0, 0, b"")
+    assert info.value.field == "gateway"
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.text(alphabet="abcXYZ09._-", min_size=1, max_size=64), st.integers(0, 2**63 - 1),
+@given(st.text(alphabet="abcXYZ09._-", min_size=1, max_size=64).filter(lambda g: g not in (".", "..")),
+       st.integers(0, 2**63 - 1),
        st.integers(-(2**63), 2**63 - 1), st.binary(max_size=300))
 def test_round_trip_property(gateway: str, seq: int, ts: int, payload: bytes) -> None:
     r = Reading(gateway, seq, ts, payload)

@@ -63,7 +63,7 @@ def _when(timestamp: float | None) -> str:
 
 def register(
     cloud: str = typer.Option(..., "--cloud", help="The cloud's URL, e.g. http://127.0.0.1:8000."),
-    name: str = typer.Option(..., "--name", help="The gateway's name (1-64 of A-Z a-z 0-9 . _ -)."),
+    name: str = typer.Option(..., "--name", help="The gateway's name (1-64 of A-Z a-z 0-9 . _ -, not . or ..)."),
     collateral: bool = typer.Option(False, "--collateral", help="Attach the simulated platform's collateral to "
                                     "the evidence (when the cloud has no collateral source of its own)."),
     attempts: int = typer.Option(3, "--attempts", min=1, help="Tries per request when the cloud cannot be "

@@ -84,7 +84,7 @@ class GatewayOut(BaseModel):
     revoked_at: int | None
     revoked_reason: str | None
     platform_id: str | None = Field(description="hex PPID of the platform the name is bound to")
-    next_seq: int = Field(description="one more than the highest sequence number stored for this gateway (0 "
+    next_seq: int = Field(ge=0, description="one more than the highest sequence number stored for this gateway (0 "
                           "before its first reading): a gateway that lost its outbox continues from here")
 
 

@@ -92,14 +92,20 @@ def _verify_all(checks: Sequence[tuple[int, SignedReading, ec.EllipticCurvePubli
     return first + other.result()
 
 
-def next_seqs(session: Session, gateway_ids: Sequence[int]) -> dict[int, int]:
-    """:attr:`GatewayInfo.next_seq` of each gateway id (one query; the unique (gateway, seq) index answers it)."""
-    highest: dict[int, int] = {}
-    if gateway_ids:
-        query = (select(ReadingRow.gateway_id, func.max(ReadingRow.seq))
-                 .where(ReadingRow.gateway_id.in_(gateway_ids)).group_by(ReadingRow.gateway_id))
-        highest = {gid: seq for gid, seq in session.execute(query)}
-    return {gid: highest[gid] + 1 if gid in highest else 0 for gid in gateway_ids}
+_HIGHEST_SEQ = (select(func.max(ReadingRow.seq)).where(ReadingRow.gateway_id == GatewayRow.id)
+                .correlate(GatewayRow).scalar_subquery())
+"""The highest sequence number stored for the gateway of the row selected with it: one lookup in the unique
+(gateway, seq) index per gateway (a GROUP BY over several gateways would read every entry of theirs)."""
+
+
+def next_seq(session: Session, gateway_id: int) -> int:
+    """:attr:`GatewayInfo.next_seq` of one gateway."""
+    return _after(session.execute(select(func.max(ReadingRow.seq)).where(ReadingRow.gateway_id == gateway_id))
+                  .scalar())
+
+
+def _after(highest: int | None) -> int:
+    return 0 if highest is None else highest + 1
 
 
 class NotFoundError(SgxIotError):
@@ -144,7 +150,7 @@ class GatewayInfo:
 
     @classmethod
     def from_row(cls, row: GatewayRow, next_seq: int = 0) -> GatewayInfo:
-        """From its database row, and its next sequence number (:func:`next_seqs`)."""
+        """From its database row, and its next sequence number (:func:`next_seq`)."""
         return cls(
             name=row.name, status="revoked" if row.revoked_at is not None else "active",
             public_key_pem=row.public_key_pem, key_sha256=row.key_sha256, platform=row.platform,
@@ -381,7 +387,7 @@ class CloudService:
                 isv_svn=enclave.isv_svn, tcb_status=fields["tcb_status"], advisory_ids=fields["advisory_ids"],
                 policy_id=result.policy_id, nonce=result.nonce.hex(), ear=token, platform_id=result.platform_id,
             ))
-            info = GatewayInfo.from_row(row, next_seqs(s, [row.id])[row.id])
+            info = GatewayInfo.from_row(row, next_seq(s, row.id))
         return Registration(info, token, result, created, key_changed)
 
     # --- registry -------------------------------------------------------------------------------------------
@@ -389,9 +395,8 @@ class CloudService:
     def list_gateways(self) -> list[GatewayInfo]:
         """Every registered gateway, by name."""
         with self.sessions() as s:
-            rows = list(s.scalars(select(GatewayRow).order_by(GatewayRow.name)))
-            seqs = next_seqs(s, [r.id for r in rows])
-            return [GatewayInfo.from_row(r, seqs[r.id]) for r in rows]
+            rows = s.execute(select(GatewayRow, _HIGHEST_SEQ).order_by(GatewayRow.name))
+            return [GatewayInfo.from_row(row, _after(highest)) for row, highest in rows]
 
     def get_gateway(self, name: str) -> GatewayInfo:
         """The gateway called ``name`` (``NotFoundError`` GATEWAY_NOT_FOUND otherwise)."""
@@ -401,7 +406,7 @@ class CloudService:
             row = s.scalars(select(GatewayRow).where(GatewayRow.name == name)).first()
             if row is None:
                 raise _not_found(name)
-            return GatewayInfo.from_row(row, next_seqs(s, [row.id])[row.id])
+            return GatewayInfo.from_row(row, next_seq(s, row.id))
 
     def revoke(self, name: str, reason: str = "", *, remote: str | None = None) -> GatewayInfo:
         """Revoke gateway ``name``: its readings are refused from now on and it cannot register again."""
@@ -418,7 +423,7 @@ class CloudService:
                 s.add(AuditRow(at=now, action="revoke", gateway=name, code="GATEWAY_REVOKED",
                                message=_text(reason or "revoked by an administrator", _MESSAGE_LIMIT),
                                remote=remote))
-            return GatewayInfo.from_row(row, next_seqs(s, [row.id])[row.id])
+            return GatewayInfo.from_row(row, next_seq(s, row.id))
 
     # --- readings -------------------------------------------------------------------------------------------
 

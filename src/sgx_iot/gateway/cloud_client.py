@@ -235,6 +235,9 @@ class CloudClient:
                 if not idempotent:
                     break
                 continue
+            except httpx.HTTPError as exc:  # an answer that cannot be read (bad content encoding, …)
+                last_problem, code = f"an unreadable answer from {self.url}: {type(exc).__name__}", "CLOUD_ERROR"
+                break
             if response.status_code == 429 or response.status_code >= 500:
                 last_problem = f"{self.url} answered {response.status_code}: {_error_text(response)}"
                 code = "CLOUD_ERROR"

@@ -25,7 +25,6 @@ The long-running loop of ``gateway run`` (input → outbox → :meth:`Delivery.d
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
@@ -33,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sgx_iot.enclave.host import Signatures
-from sgx_iot.errors import FormatError, UsageError
+from sgx_iot.errors import FormatError, SgxIotError, UsageError
 from sgx_iot.gateway.cloud_client import CloudClient, CloudRefusal, CloudUnavailable, Verdict
 from sgx_iot.gateway.outbox import Outbox
 from sgx_iot.gateway.registration import key_fingerprint
@@ -129,7 +128,7 @@ class Delivery:
         self.batch = batch
         self.max_request_bytes = max_request_bytes
         self._enclave_key: str | None = None  # learned from the last signing of this round, if any
-        self._numbering_checked = not outbox.created
+        self._numbering_error: str | None = None  # why this round could not confirm the outbox's numbering
 
     # --- the three steps -----------------------------------------------------------------------------------
 
@@ -138,15 +137,16 @@ class Delivery:
         """Store ``payloads`` durably as new readings (sequence numbers allocated in the same transaction)."""
         if not payloads:
             return []
-        if not self._numbering_checked:
-            self._continue_numbering()
         return self.outbox.enqueue(self.gateway, payloads, source=source, offset=offset)
 
     def sign_pending(self) -> int:
         """Sign every unsigned entry, ``batch`` readings per ECALL; return how many were signed.
 
         The batches go to the enclave as a stream: while the signatures of one batch are committed to the outbox
-        (an fsync), the enclave signs the next."""
+        (an fsync), the enclave signs the next. Nothing is signed while the numbering of a new outbox cannot be
+        confirmed with the cloud (signing fixes a reading's number)."""
+        if not self.outbox.numbering_confirmed() and not self._confirm_numbering():
+            return 0
         in_flight: deque[list[Reading]] = deque()
 
         def batches() -> Iterator[list[bytes]]:
@@ -231,6 +231,9 @@ class Delivery:
         signed = self.sign_pending()
         report = self.upload_pending()
         report.signed = signed
+        if report.error is None and self._numbering_error is not None:
+            report.error = self._numbering_error
+            self.outbox.record_error(report.error)
         return report
 
     def send(self, payloads: Sequence[bytes]) -> DeliveryReport:
@@ -240,19 +243,24 @@ class Delivery:
 
     # --- internals -----------------------------------------------------------------------------------------
 
-    def _continue_numbering(self) -> None:
-        """The outbox was created now: if the gateway had one before (registration creates it), it was lost, and
-        its readings must not reuse the sequence numbers the cloud holds (REPLAYED_READING). Ask the cloud where
-        to continue; when it cannot be asked, continue from the current time in microseconds, above every number
-        a gateway numbering from 0 can have used."""
+    def _confirm_numbering(self) -> bool:
+        """A new outbox (the gateway's outbox was lost, or never made by ``gateway register``) numbers readings
+        provisionally: ask the cloud for one more than the highest number it holds for this gateway, and
+        continue from there (:meth:`Outbox.continue_from`). False, with the reason kept for the round's report,
+        when the cloud cannot tell now (the readings wait, unsigned)."""
         try:
             floor = self.client.next_seq(self.gateway)
         except CloudRefusal as exc:
-            floor = 0 if exc.status == 404 else time.time_ns() // 1000  # 404: not registered, nothing to avoid
-        except (CloudUnavailable, FormatError):
-            floor = time.time_ns() // 1000
+            if exc.code != "GATEWAY_NOT_FOUND":
+                self._numbering_error = f"cannot confirm the outbox's sequence numbers with the cloud: {exc}"
+                return False
+            floor = 0  # the cloud holds no reading of this gateway: every number is free
+        except SgxIotError as exc:  # unreachable, or not an sgx-iot cloud's answer
+            self._numbering_error = f"cannot confirm the outbox's sequence numbers with the cloud: {exc}"
+            return False
         self.outbox.continue_from(floor)
-        self._numbering_checked = True
+        self._numbering_error = None
+        return True
 
     def _check_key(self, result: Signatures) -> str:
         """The fingerprint of the key that made ``result``; ``UsageError`` unless it is the registered one. It is

@@ -42,6 +42,7 @@ SCHEMA_VERSION = 2
 _MIGRATABLE = {"1"}
 _BUSY_TIMEOUT_MS = 30_000
 _MESSAGE_LIMIT = 1000
+_PROVISIONAL = "provisional"  # meta "numbering" of a new outbox until continue_from
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -136,11 +137,12 @@ class Outbox:
                     if statement.strip():
                         self._db.execute(statement)
                 version = self._meta("schema_version")
-                self.created = version is None
-                """True when this object created the outbox file (a gateway that had one before lost it)."""
                 if version is None:
                     self._set_meta("schema_version", str(SCHEMA_VERSION))
                     self._set_meta("next_seq", "0")
+                    # A new outbox numbers its readings provisionally: if the gateway had an outbox before (it was
+                    # lost), the cloud holds numbers that must not be used again (continue_from).
+                    self._set_meta("numbering", _PROVISIONAL)
                 elif version in _MIGRATABLE:
                     self._migrate()
                 elif version != str(SCHEMA_VERSION):
@@ -316,17 +318,36 @@ class Outbox:
         """How many readings wait for an acknowledgement (signed or not)."""
         return int(self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
 
-    def continue_from(self, seq: int) -> int:
-        """Number new readings from ``seq`` on, unless the outbox is already past it; return the next number.
+    def numbering_confirmed(self) -> bool:
+        """False while the sequence numbers of a new outbox are provisional (:meth:`continue_from` not called
+        yet): its readings must not be signed, since signing fixes their numbers."""
+        return self._meta("numbering") != _PROVISIONAL
 
-        For a gateway that lost its outbox: the cloud refuses a used number as REPLAYED_READING."""
+    def continue_from(self, seq: int) -> int:
+        """Number new readings from ``seq`` (one more than the highest number the cloud holds for the gateway) on,
+        unless the outbox is already past it, and confirm the numbering; return the next number.
+
+        Readings stored while the numbering was provisional and numbered below ``seq`` are numbered again, in
+        order, from ``seq`` on (none of them is signed yet). Readings keep their numbers once confirmed."""
         if not 0 <= seq <= MAX_SEQ + 1:
             raise UsageError(f"{seq} is not a sequence number")
         with self._write():
             current = int(self._meta("next_seq") or "0")
+            if self._meta("numbering") == _PROVISIONAL:
+                low = self._db.execute("SELECT MIN(seq) FROM pending").fetchone()[0]
+                if low is not None and low < seq:
+                    shift = seq - low
+                    if current + shift - 1 > MAX_SEQ:
+                        raise UsageError("the gateway has used every sequence number")
+                    # Two steps, so that no intermediate number collides with another entry's.
+                    self._db.execute("UPDATE pending SET seq = -1 - seq")
+                    self._db.execute("UPDATE pending SET seq = -1 - seq + ?", (shift,))
+                    current += shift
+                self._set_meta("numbering", "confirmed")
             if seq > current:
-                self._set_meta("next_seq", str(seq))
-            return max(seq, current)
+                current = seq
+            self._set_meta("next_seq", str(current))
+            return current
 
     def next_seq(self) -> int:
         """The sequence number the next reading will get."""

@@ -5,7 +5,7 @@ the **canonical encoding** of those four fields, never a JSON text, so that ther
 reading::
 
     "sgx-iot-reading/1" 0x00          domain separation: 18 bytes, never the start of another sgx-iot message
-    u16  len(gateway)  gateway        UTF-8 name, 1..64 bytes of [A-Za-z0-9._-]
+    u16  len(gateway)  gateway        UTF-8 name, 1..64 bytes of [A-Za-z0-9._-], not "." or ".."
     u64  seq                          sequence number, 0 .. 2**63-1, unique per gateway
     i64  timestamp                    Unix time in seconds (as the gateway's clock saw it)
     u32  len(payload)  payload        raw bytes, at most 65536
@@ -36,15 +36,18 @@ DOMAIN = b"sgx-iot-reading/1\x00"
 MAX_PAYLOAD = 64 * 1024
 MAX_SIGNATURE = 72
 MAX_SEQ = 2**63 - 1
-GATEWAY_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+GATEWAY_NAME_RE = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9._-]{1,64}")
+"""A gateway name (with ``fullmatch``): "." and ".." are not names, as URL paths would read them as folders."""
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 _FIELDS = {"gateway", "seq", "timestamp", "payload", "signature"}
 
 
 def check_gateway_name(name: Any, structure: str = "reading") -> str:
-    """Return ``name`` if it is a valid gateway name (1..64 of ``[A-Za-z0-9._-]``), else raise ``FormatError``."""
+    """Return ``name`` if it is a valid gateway name (1..64 of ``[A-Za-z0-9._-]``, not "." or ".."), else raise
+    ``FormatError``."""
     if not isinstance(name, str) or not GATEWAY_NAME_RE.fullmatch(name):
-        raise FormatError(structure, "gateway", None, "must be 1 to 64 characters of A-Z a-z 0-9 . _ -")
+        raise FormatError(structure, "gateway", None, 'must be 1 to 64 characters of A-Z a-z 0-9 . _ - (not "." or '
+                          '"..")')
     return name
 
 

@@ -39,29 +39,26 @@ class FormatError(SgxIotError):
         super().__init__(f"{structure}.{field}{where}: {reason}")
 
 
-class VerificationError(SgxIotError):
+class CodedError(SgxIotError):
+    """An error with a stable upper-case ``code`` that machines match on and a ``message`` for people;
+    ``str(err)`` is ``"CODE: message"``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class VerificationError(CodedError):
     """Evidence, a signature or a policy check failed.
 
     ``code`` is a stable upper-case identifier (``KEY_BINDING_MISMATCH``, ``BAD_SIGNATURE``, …) that machines
     match on; the message is a sentence for people.
     """
 
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        self.message = message
-        super().__init__(message)
 
-    def __str__(self) -> str:
-        return f"{self.code}: {self.message}"
-
-
-class PlatformError(SgxIotError):
+class PlatformError(CodedError):
     """The TEE platform refused an operation (EINIT, EGETKEY, quoting) or is unusable."""
-
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        self.message = message
-        super().__init__(message)
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.message}"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sgx_iot.enclave import image
-from sgx_iot.enclave.protocol import Channel, ChannelClosed, Op, encode_body, encode_error, stdio_channel
+from sgx_iot.enclave.protocol import Channel, ChannelClosed, encode_error, stdio_channel
 from sgx_iot.errors import PlatformError, SgxIotError, UsageError
 from sgx_iot.sgx.sigstruct import Sigstruct
 
@@ -84,11 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return _refuse(channel, exc.code, exc.message)
     except SgxIotError as exc:  # FormatError, UsageError: unusable SIGSTRUCT or enclave.toml
         return _refuse(channel, LAUNCH_USAGE, str(exc))
-    try:
-        channel.send(program.handle(encode_body(Op.IDENTITY, [])))
-    except ChannelClosed:
-        return 0
-    program.serve(channel)
+    program.run(channel)
     return 0
 
 

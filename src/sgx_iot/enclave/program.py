@@ -124,6 +124,14 @@ class EnclaveProgram:
 
     # --- dispatch ------------------------------------------------------------------------------------------
 
+    def run(self, channel: Channel) -> None:
+        """Announce the enclave (its first frame: the answer to an implicit IDENTITY request), then serve."""
+        try:
+            channel.send(self.handle(encode_body(Op.IDENTITY, [])))
+        except ChannelClosed:
+            return
+        self.serve(channel)
+
     def serve(self, channel: Channel) -> None:
         """Answer requests until the host closes the channel. Never raises for a bad request."""
         while True:
@@ -338,11 +346,7 @@ def main() -> int:
         except ChannelClosed:
             pass
         return 1
-    try:
-        channel.send(program.handle(encode_body(Op.IDENTITY, [])))
-    except ChannelClosed:
-        return 0
-    program.serve(channel)
+    program.run(channel)
     return 0
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from sgx_iot import __version__
-from sgx_iot.errors import FormatError, SgxIotError, UsageError, VerificationError
+from sgx_iot.errors import CodedError, FormatError, UsageError, VerificationError
 from sgx_iot.verify.evidence import Evidence
 from sgx_iot.verify.readings import MAX_SEQ, SignedReading
 
@@ -31,19 +31,12 @@ _MAX_ERROR_TEXT = 300
 _STRUCTURE = "cloud response"
 
 
-class CloudUnavailable(SgxIotError):
+class CloudUnavailable(CodedError):
     """The cloud could not be reached, or kept answering with server errors, after every retry.
 
-    ``code`` is ``CLOUD_UNREACHABLE`` (no HTTP answer) or ``CLOUD_ERROR`` (429/5xx answers).
+    ``code`` is ``CLOUD_UNREACHABLE`` (no HTTP answer) or ``CLOUD_ERROR`` (429/5xx answers or an unreadable
+    answer).
     """
-
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        self.message = message
-        super().__init__(message)
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.message}"
 
 
 class CloudRefusal(VerificationError):
